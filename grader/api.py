@@ -1,0 +1,48 @@
+"""The public API for test authors: everything a file in test_cases/ needs to import.
+
+    from grader.api import case, expect_close
+
+    @case(unit="sdpa", points=2)
+    def test_output(student, fixtures):
+        data = fixtures("sdpa_basic")
+        out, attn = expect_tensors(student.call("scaled_dot_product_attention", data["q"], ...).value, 2, "...")
+        expect_close(out, data["out"], "the output")
+
+Fixtures available to every case: `student` (the submission, in its worker), `source` (the
+extracted code, as data, for static checks), `fixtures` (the safetensors files next to the
+test), `seed` and `rng` (this run's seed, and a generator derived from it and the test's name),
+`suite_config`, and `reference` in suites that declare one.
+"""
+
+from .runner.cases import UNITS, VISIBILITIES, case
+from .runner.judge import GradingFailure, describe, expect, expect_close, expect_shape, expect_tensor, expect_tensors
+from .runner.policy import forbidden_uses
+from .runner.probes import perturbed, shuffle_patches
+from .runner.student import ModuleInfo, RemoteModule, Result, Student
+from .runner.tasks import arrangement_task
+from .runner.transplant import mhsa_mappings, patch_mappings
+from .runner.transplant import search as search_transplant
+
+__all__ = [
+    "UNITS",
+    "arrangement_task",
+    "forbidden_uses",
+    "mhsa_mappings",
+    "patch_mappings",
+    "perturbed",
+    "search_transplant",
+    "shuffle_patches",
+    "VISIBILITIES",
+    "GradingFailure",
+    "ModuleInfo",
+    "RemoteModule",
+    "Result",
+    "Student",
+    "case",
+    "describe",
+    "expect",
+    "expect_close",
+    "expect_shape",
+    "expect_tensor",
+    "expect_tensors",
+]

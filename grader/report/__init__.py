@@ -1,0 +1,1 @@
+"""Score reports: the pydantic models and their exporters."""

@@ -1,0 +1,90 @@
+"""The score report: a pydantic model with a published JSON Schema (schemas/report.schema.json)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..protocol import Diagnostic
+
+SCHEMA_VERSION = "1.0"
+Status = Literal["passed", "failed", "error", "timeout", "oom", "crashed", "skipped"]
+Visibility = Literal["hidden", "after_due_date", "after_published", "visible"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubmissionInfo(Strict):
+    path: str
+    sha256: str | None = None
+    kind: Literal["ipynb", "py", "zip"] | None = None
+
+
+class SuiteInfo(Strict):
+    name: str
+    version: str
+
+
+class IsolationInfo(Strict):
+    """The isolation that was actually in force for the worker."""
+
+    backend: str
+    network: str
+    filesystem: str
+    user: str
+    pid_namespace: bool = False
+    limits: dict[str, int | str] = Field(default_factory=dict)
+
+
+class Environment(Strict):
+    python: str
+    torch: str
+    device: str
+    vitgrade: str
+    isolation: IsolationInfo | None = None
+
+
+class TestResult(Strict):
+    name: str
+    unit: str
+    score: float
+    max_score: float
+    status: Status
+    output: str = ""
+    visibility: Visibility = "visible"
+    duration_s: float = 0.0
+
+
+class StudentOutput(Strict):
+    """What the student's code printed (stdout and stderr together), capped."""
+
+    text: str = ""
+    total_bytes: int = 0
+    truncated: bool = False
+
+
+class Report(Strict):
+    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    status: Literal["ok", "error"] = "ok"
+    error: str | None = None  # one line, when no test could run at all
+    submission: SubmissionInfo
+    suite: SuiteInfo
+    score: float = 0.0
+    max_score: float = 0.0
+    seed: int
+    duration_s: float = 0.0
+    environment: Environment
+    diagnostics: list[Diagnostic] = Field(default_factory=list)
+    tests: list[TestResult] = Field(default_factory=list)
+    student_output: StudentOutput = Field(default_factory=StudentOutput)
+
+    def without_timings(self) -> dict:
+        """The report as data with every wall-clock figure zeroed: what a regrade must reproduce."""
+        data = self.model_dump(mode="json")
+        data["duration_s"] = 0.0
+        for test in data["tests"]:
+            test["duration_s"] = 0.0
+        return data

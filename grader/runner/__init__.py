@@ -1,0 +1,1 @@
+"""The trusted side: worker sessions, the student proxy, suites, the pytest plugin, judging."""

@@ -1,0 +1,202 @@
+"""The vitgrade pytest plugin: fixtures for test cases and one TestResult per case.
+
+Test cases run in the trusted process as ordinary pytest functions. The plugin gives them the
+`student` proxy, turns each outcome into a status and a student-facing message, and never puts
+test source or tracebacks into a message: hidden test text must not reach a report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import time
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterator
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ..report.models import TestResult
+from ..submission import Chunk
+from .policy import apply_forbidden_policy, forbidden_uses, runtime_units
+from .session import StudentError, WorkerFailure, WorkerSession
+from .student import Student
+from .suite import Suite
+
+INTERNAL_ERROR = "internal error in this test case; the instructor has been notified"
+
+
+def case_mark(item: pytest.Item) -> pytest.Mark:
+    mark = item.get_closest_marker("vitgrade")
+    if mark is None:
+        raise pytest.UsageError(f"{item.nodeid} has no @case(...) declaration")
+    return mark
+
+
+def test_name(item: pytest.Item, mark: pytest.Mark) -> str:
+    if mark.kwargs.get("name"):
+        return str(mark.kwargs["name"])
+    doc = getattr(getattr(item, "function", None), "__doc__", None)
+    return doc.strip().splitlines()[0] if doc and doc.strip() else item.name
+
+
+def load_reference(path: Path) -> ModuleType:
+    """Import the reference solution by path, in the trusted process only."""
+    spec = importlib.util.spec_from_file_location("vitgrade_reference", path)
+    if spec is None or spec.loader is None:
+        raise pytest.UsageError(f"cannot load the reference at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class VitgradePlugin:
+    def __init__(
+        self, session: WorkerSession, suite: Suite, seed: int, chunks: list[Chunk], log: Callable[[str], None]
+    ):
+        self.session = session
+        self.chunks = chunks
+        self.from_scratch: list[bool] = []
+        self.suite = suite
+        self.run_seed = seed
+        self.log = log
+        self.results: list[TestResult] = []
+        self.collect_errors: list[str] = []
+        self._reference: ModuleType | None = None
+
+    # ------------------------------------------------------------ fixtures
+
+    @pytest.fixture
+    def student(self, request: pytest.FixtureRequest) -> Student:
+        return Student(self.session, float(case_mark(request.node).kwargs["timeout"]))
+
+    @pytest.fixture
+    def reference(self) -> ModuleType:
+        if self.suite.reference is None:
+            raise pytest.UsageError("this suite declares no reference; use precomputed fixtures")
+        if self._reference is None:
+            self._reference = load_reference(self.suite.reference)
+        return self._reference
+
+    @pytest.fixture
+    def seed(self) -> int:
+        return self.run_seed
+
+    @pytest.fixture
+    def rng(self, request: pytest.FixtureRequest) -> torch.Generator:
+        """A generator seeded from the run's seed and the test's name: stable across regrades."""
+        digest = hashlib.sha256(f"{self.run_seed}:{request.node.name}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "big") & (2**63 - 1))
+
+    @pytest.fixture
+    def fixtures(self, request: pytest.FixtureRequest) -> Callable[[str], dict[str, torch.Tensor]]:
+        folder = Path(request.node.path).parent / "fixtures"
+        return lambda name: load_file(folder / f"{name}.safetensors")
+
+    @pytest.fixture
+    def source(self) -> list[Chunk]:
+        return self.chunks
+
+    @pytest.fixture
+    def suite_config(self) -> dict[str, Any]:
+        return self.suite.config
+
+    # ------------------------------------------------------------ hooks
+
+    def pytest_configure(self, config: pytest.Config) -> None:
+        config.addinivalue_line("markers", "vitgrade(unit, points, name, visibility, timeout): a graded case")
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            case_mark(item)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.collect_errors.append(f"{report.nodeid}: {str(report.longrepr).splitlines()[-1][:300]}")
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
+        self._start = time.monotonic()
+        self._outcome: tuple[str, str] | None = None
+        yield
+        mark = case_mark(item)
+        status, message = self._outcome or ("passed", "")
+        points = float(mark.kwargs["points"])
+        self.from_scratch.append(bool(mark.kwargs.get("from_scratch", True)))
+        self.results.append(
+            TestResult(
+                name=test_name(item, mark),
+                unit=str(mark.kwargs["unit"]),
+                score=points if status == "passed" else 0.0,
+                max_score=points,
+                status=status,  # type: ignore[arg-type]
+                output=message,
+                visibility=mark.kwargs["visibility"],
+                duration_s=round(time.monotonic() - self._start, 3),
+            )
+        )
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+        yield
+        if call.excinfo is None or self._outcome is not None:
+            return
+        self._outcome = self.classify(item, call.excinfo.value)
+
+    def classify(self, item: pytest.Item, exc: BaseException) -> tuple[str, str]:
+        """Map an exception to (status, message) without exposing test code."""
+        if isinstance(exc, pytest.skip.Exception):
+            return "skipped", str(exc.msg) if hasattr(exc, "msg") else "skipped"
+        if isinstance(exc, WorkerFailure):
+            return exc.status, str(exc)
+        if isinstance(exc, StudentError):
+            return ("failed" if exc.info.kind == "not_implemented" else "error"), exc.student_message()
+        if isinstance(exc, AssertionError):
+            return "failed", str(exc) or "wrong result"
+        self.log(f"{item.nodeid}: {''.join(traceback.format_exception(exc))}")
+        return "error", INTERNAL_ERROR
+
+
+def pytest_args(suite: Suite, ini: Path) -> list[str]:
+    """Quiet, cache-free, plain-assert pytest over the suite's folders."""
+    return [
+        *map(str, suite.dirs),
+        "-c",
+        str(ini),
+        "--rootdir",
+        str(ini.parent),
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:terminal",
+        "-p",
+        "no:stepwise",
+        "--assert=plain",
+        "--import-mode=importlib",
+        "-s",
+        "-W",
+        "ignore",
+    ]
+
+
+def run_suite(
+    session: WorkerSession, suite: Suite, seed: int, chunks: list[Chunk], scratch: Path
+) -> tuple[list[TestResult], list[str]]:
+    """Run every case of the suite in this (trusted) process, then apply the forbidden-API policy.
+    Returns the results and any collection errors."""
+    ini = scratch / "pytest.ini"
+    ini.write_text("[pytest]\n")
+    plugin = VitgradePlugin(session, suite, seed, chunks, lambda text: print(text, file=sys.stderr))
+    code = pytest.main(pytest_args(suite, ini), plugins=[plugin])
+    if code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED):
+        plugin.collect_errors.append(f"pytest ended with {pytest.ExitCode(code).name}")
+    policy = str(suite.config.get("policy", {}).get("forbidden", "from_scratch"))
+    results = apply_forbidden_policy(
+        plugin.results, plugin.from_scratch, forbidden_uses(chunks), runtime_units(session.forbidden_seen), policy
+    )
+    return results, plugin.collect_errors
+

@@ -1,0 +1,202 @@
+"""The trusted side's handle on a worker: start it, send instructions, enforce deadlines, restart.
+
+Every reply is checked against the protocol schema before anything reads it. When a call runs
+past its deadline, exhausts memory or kills the worker, the worker is killed as a whole and the
+next test gets a fresh one, so one bad test never costs the others.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..protocol import (
+    ChannelClosed,
+    ChannelTimeout,
+    FrameReader,
+    ProtocolError,
+    Ready,
+    Reply,
+    Request,
+    WorkerErrorInfo,
+    decode,
+    encode,
+    write_frame,
+)
+from ..sandbox import Backend, OutputCapture, WorkerProcess
+from ..submission import Chunk
+
+
+class WorkerFailure(Exception):
+    """The worker could not answer; `status` is the report status this maps to."""
+
+    status = "crashed"
+
+
+class WorkerTimeout(WorkerFailure):
+    status = "timeout"
+
+
+class WorkerOOM(WorkerFailure):
+    status = "oom"
+
+
+class WorkerCrashed(WorkerFailure):
+    status = "crashed"
+
+
+class StudentError(Exception):
+    """The student's code raised inside the worker; the worker itself is fine."""
+
+    def __init__(self, info: WorkerErrorInfo, label: str):
+        super().__init__(info.message)
+        self.info = info
+        self.label = label
+
+    def student_message(self) -> str:
+        """One line a student can act on: what raised, what it said, and where in their code."""
+        info = self.info
+        if info.kind == "missing":
+            return f"{info.message}."
+        if info.kind == "not_implemented":
+            text = f"{self.label} is not implemented yet (it raises NotImplementedError"
+            text += f": {info.message})" if info.message else ")"
+        else:
+            text = f"{self.label} raised {info.type}: {info.message}"
+        return f"{text} [at {info.where}]" if info.where else text
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "the worker stopped answering"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the worker was killed by {name}"
+    return f"the worker exited with code {code} (your code ended the process)"
+
+
+class WorkerSession:
+    """One submission's worker, restarted on demand after a kill."""
+
+    def __init__(self, backend: Backend, program: list[Chunk], startup_timeout: float = 60.0, max_starts: int = 8):
+        self.backend = backend
+        self.program = [{"where": c.where, "source": c.source} for c in program]
+        self.startup_timeout = startup_timeout
+        self.max_starts = max_starts
+        self.output = OutputCapture()
+        self.proc: WorkerProcess | None = None
+        self.reader: FrameReader | None = None
+        self.ready: Ready | None = None
+        self.starts = 0
+        self.dead: WorkerFailure | None = None  # set when loading itself fails: no more restarts
+        self.next_id = 0
+        self.events: list[str] = []
+        self.loaded = False
+        self.load_deadline = 0.0
+        self.forbidden_seen: dict[str, set[str]] = {}  # request label -> forbidden APIs it ran
+
+    # ------------------------------------------------------------ lifecycle
+
+    def spawn(self) -> None:
+        """Start a worker and hand it the program; its slow torch import overlaps our own work."""
+        if self.proc is not None or self.dead is not None:
+            return
+        if self.starts >= self.max_starts:
+            self.dead = self.fail(WorkerCrashed(f"gave up after {self.starts} worker starts"))
+            return
+        self.starts += 1
+        self.proc = self.backend.spawn(self.output)
+        self.reader = FrameReader(self.proc.recv_fd)
+        self.loaded = False
+        self.load_deadline = time.monotonic() + self.startup_timeout
+        try:
+            write_frame(self.proc.send_fd, {"program": self.program, "threads": self.backend.limits.threads})
+        except BrokenPipeError:
+            pass  # reported by ensure() as a crash while loading
+
+    def ensure(self) -> Ready:
+        """A loaded, answering worker, or the failure that makes one impossible."""
+        if self.proc is not None and not self.proc.alive():
+            self.stop()
+        self.spawn()
+        if self.dead is not None:
+            raise type(self.dead)(str(self.dead))
+        assert self.proc is not None and self.reader is not None
+        if self.loaded and self.ready is not None:
+            return self.ready
+        try:
+            header, tensors = self.reader.read(self.load_deadline)
+            self.ready = Ready.model_validate(decode(header, tensors))
+            self.loaded = True
+            return self.ready
+        except ChannelTimeout:
+            self.dead = WorkerTimeout(f"loading your code took longer than {self.startup_timeout:.0f} s")
+        except ChannelClosed:
+            code = self.proc.exit_code(grace=1.0)
+            self.dead = WorkerCrashed(f"{describe_exit(code)} while your code was being loaded")
+        except (ProtocolError, ValidationError) as exc:
+            self.dead = WorkerCrashed(f"the worker sent an invalid message while loading: {str(exc)[:200]}")
+        self.fail(self.dead)
+        self.stop()
+        raise self.dead
+
+    def stop(self) -> int | None:
+        code = None
+        if self.proc is not None:
+            code = self.proc.kill()
+        self.proc = None
+        self.reader = None
+        return code
+
+    # ------------------------------------------------------------ calls
+
+    def request(self, op: str, target: Any = None, *, timeout: float, label: str = "", **fields: Any) -> Reply:
+        """Send one instruction and wait for its reply; StudentError if the student's code raised."""
+        self.ensure()
+        assert self.proc is not None and self.reader is not None
+        self.next_id += 1
+        req = Request(id=self.next_id, op=op, target=target, **fields)  # type: ignore[arg-type]
+        header, tensors = encode(req.model_dump())
+        deadline = time.monotonic() + max(timeout, 0.01)
+        try:
+            write_frame(self.proc.send_fd, header, tensors)
+            while True:
+                raw_header, raw_tensors = self.reader.read(deadline)
+                reply = Reply.model_validate(decode(raw_header, raw_tensors))
+                if reply.id == req.id:
+                    break
+                # A stale or forged frame: a reply to nothing we asked. Ignore it.
+        except ChannelTimeout:
+            self.stop()
+            raise self.fail(WorkerTimeout(f"{label or op} did not finish within {timeout:.1f} s")) from None
+        except (ChannelClosed, BrokenPipeError):
+            code = self.proc.exit_code(grace=1.0)
+            self.stop()
+            oom = code == -signal.SIGKILL
+            cls = WorkerOOM if oom else WorkerCrashed
+            text = f"{describe_exit(code)} during {label or op}"
+            if oom:
+                text += " (most likely for exceeding its memory limit)"
+            raise self.fail(cls(text)) from None
+        except (ProtocolError, ValidationError) as exc:
+            self.stop()
+            raise self.fail(WorkerCrashed(f"the worker sent an invalid message: {str(exc).splitlines()[0][:200]}")) from None
+        if reply.forbidden:
+            self.forbidden_seen.setdefault(label or op, set()).update(reply.forbidden)
+        if not reply.ok:
+            assert reply.error is not None
+            if reply.error.kind == "oom":
+                self.stop()  # the heap may be in a bad state: start clean for the next test
+                raise self.fail(WorkerOOM(f"your code ran out of memory: {reply.error.message[:300]}"))
+            raise StudentError(reply.error, label or op)
+        return reply
+
+    def fail(self, exc: WorkerFailure) -> WorkerFailure:
+        self.events.append(str(exc))
+        return exc

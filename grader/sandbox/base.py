@@ -1,0 +1,194 @@
+"""What every sandbox backend provides: start a worker process, capture its output, kill it whole.
+
+A backend starts `python -I -S -B` with only the staged worker runtime (grader/__init__,
+protocol, worker) and the interpreter's site-packages on sys.path, so the worker can import
+torch but never the course checkout (reference/, test_cases/). The channel is the worker's
+stdin/stdout; the student's prints arrive on stderr, captured with a size cap.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+WORKER_FILES = ("__init__.py", "protocol.py", "worker.py")
+BOOT = "import sys; sys.path[:0] = sys.argv[1:]; import grader.worker as w; w.main()"
+OUTPUT_CAP = 64 << 10
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one worker process."""
+
+    address_space: int = 10 << 30  # torch (a CUDA build) maps ~3.3 GB of address space at import
+    memory: int = 4 << 30  # resident memory, where a cgroup can enforce it
+    cpu_seconds: int = 900
+    file_size: int = 64 << 20
+    open_files: int = 512
+    pids: int = 256
+    threads: int = 1  # torch intra-op threads for the student's code
+
+    def describe(self) -> dict[str, int]:
+        return {
+            "address_space_bytes": self.address_space,
+            "cpu_seconds": self.cpu_seconds,
+            "file_size_bytes": self.file_size,
+            "open_files": self.open_files,
+            "threads": self.threads,
+        }
+
+
+@dataclass
+class Isolation:
+    """The isolation a backend actually achieved, for the report."""
+
+    backend: str
+    network: str
+    filesystem: str
+    user: str
+    pid_namespace: bool = False
+    limits: dict[str, int | str] = field(default_factory=dict)
+
+
+class OutputCapture:
+    """Drains a stream in a thread, keeping the first `cap` bytes and counting the rest."""
+
+    def __init__(self, cap: int = OUTPUT_CAP):
+        self.cap = cap
+        self.kept = bytearray()
+        self.total = 0
+        self.lock = threading.Lock()
+
+    def drain(self, fd: int) -> threading.Thread:
+        def run() -> None:
+            with os.fdopen(fd, "rb", buffering=0) as stream:
+                while chunk := stream.read(1 << 16):
+                    with self.lock:
+                        self.total += len(chunk)
+                        room = self.cap - len(self.kept)
+                        if room > 0:
+                            self.kept += chunk[:room]
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    def text(self) -> str:
+        with self.lock:
+            return self.kept.decode("utf-8", "replace")
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.kept)
+
+
+class WorkerProcess:
+    """A running worker seen from the trusted side: channel descriptors and a kill switch."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], capture: OutputCapture, cleanup: list[Any]):
+        self.popen = popen
+        assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
+        self.send_fd = popen.stdin.fileno()
+        self.recv_fd = popen.stdout.fileno()
+        self.drainer = capture.drain(os.dup(popen.stderr.fileno()))
+        popen.stderr.close()
+        self.cleanup = cleanup
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def exit_code(self, grace: float) -> int | None:
+        """The worker's own exit status if it ends within `grace` seconds, else None."""
+        try:
+            return self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> int:
+        """Kill the worker's whole process group and reap it; returns its exit status."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        code = self.popen.wait()
+        for closer in self.cleanup:
+            closer()
+        self.drainer.join(timeout=2)
+        for stream in (self.popen.stdin, self.popen.stdout):
+            if stream:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        return code
+
+
+def python_paths() -> list[str]:
+    """The site-packages the worker needs (torch, safetensors, pydantic) and nothing else."""
+    paths = [*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    return list(dict.fromkeys(p for p in paths if os.path.isdir(p)))
+
+
+def stage_runtime(root: Path) -> Path:
+    """Copy the worker's own modules into root/grader, read-only; returns root."""
+    package = Path(__file__).resolve().parents[1]
+    target = root / "grader"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in WORKER_FILES:
+        shutil.copyfile(package / name, target / name)
+        os.chmod(target / name, 0o444)
+    return root
+
+
+def scrubbed_env(home: str, threads: int) -> dict[str, str]:
+    """No secrets, no proxies, no PYTHON* variables: only what Python and torch need."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": home,
+        "TMPDIR": home,
+        "LANG": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+
+
+class Backend(ABC):
+    """Base class: subclasses say how to start the worker command and what isolation results."""
+
+    name = "base"
+
+    def __init__(self, limits: Limits | None = None):
+        self.limits = limits or Limits()
+        self.scratch = Path(tempfile.mkdtemp(prefix="vitgrade-"))
+        self.runtime = stage_runtime(self.scratch / "runtime")
+
+    def worker_argv(self) -> list[str]:
+        return [sys.executable, "-I", "-S", "-B", "-c", BOOT, str(self.runtime), *python_paths()]
+
+    @abstractmethod
+    def spawn(self, capture: OutputCapture) -> WorkerProcess:
+        """Start one worker in a fresh private working directory."""
+
+    @abstractmethod
+    def isolation(self) -> Isolation:
+        """What this backend guarantees, as recorded in the report."""
+
+    def close(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def new_workdir(self) -> Path:
+        return Path(tempfile.mkdtemp(prefix="work-", dir=self.scratch))

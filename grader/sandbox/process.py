@@ -1,0 +1,57 @@
+"""The `process` backend: a plain child process with rlimits, a scrubbed environment and a
+private temp working directory. It is the portable baseline; `local` (bubblewrap) adds
+namespaces on top of the same limits.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import subprocess
+from typing import Callable
+
+from .base import Backend, Isolation, Limits, OutputCapture, WorkerProcess, scrubbed_env
+
+
+def rlimit_setter(limits: Limits) -> Callable[[], None]:
+    """A preexec function that applies the limits inside the child before Python starts."""
+
+    def apply() -> None:
+        for which, value in (
+            (resource.RLIMIT_AS, limits.address_space),
+            (resource.RLIMIT_CPU, limits.cpu_seconds),
+            (resource.RLIMIT_FSIZE, limits.file_size),
+            (resource.RLIMIT_NOFILE, limits.open_files),
+            (resource.RLIMIT_CORE, 0),
+        ):
+            resource.setrlimit(which, (value, value))
+
+    return apply
+
+
+class ProcessBackend(Backend):
+    name = "process"
+
+    def spawn(self, capture: OutputCapture) -> WorkerProcess:
+        workdir = self.new_workdir()
+        popen = subprocess.Popen(
+            self.worker_argv(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=workdir,
+            env=scrubbed_env(str(workdir), self.limits.threads),
+            preexec_fn=rlimit_setter(self.limits),
+            start_new_session=True,
+            close_fds=True,
+        )
+        return WorkerProcess(popen, capture, [lambda: shutil.rmtree(workdir, ignore_errors=True)])
+
+    def isolation(self) -> Isolation:
+        return Isolation(
+            backend=self.name,
+            network="shared with the host",
+            filesystem="private temp working directory; the rest of the host is visible",
+            user="same user as the grader",
+            limits={**self.limits.describe(), "process_group": "killed as a whole"},
+        )

@@ -1,0 +1,331 @@
+"""The worker: the untrusted side. It holds the student's code and nothing else.
+
+It is started by a sandbox backend with stdin/stdout as the channel. It moves the channel to
+private descriptors, points the student's stdout and stderr at the captured stderr stream, runs
+the extracted code statement by statement, and then answers instructions (build this class, call
+that function with these tensors, backward with this gradient, ...). It never sees test code,
+the reference or an expected value, so there is nothing here worth forging.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+import traceback
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from .protocol import (
+    MAX_BLOB,
+    Diagnostic,
+    FrameReader,
+    Ready,
+    Reply,
+    Request,
+    SdpaCall,
+    WorkerErrorInfo,
+    decode,
+    encode,
+    write_frame,
+)
+
+SDPA = "scaled_dot_product_attention"
+OOM_MARKERS = ("can't allocate memory", "DefaultCPUAllocator", "out of memory")
+
+
+class BadRequest(Exception):
+    """The instruction names something the submission does not define."""
+
+
+class OutputTooLarge(Exception):
+    """The student's result would not fit in one frame."""
+
+
+class Worker:
+    def __init__(self, chan_in: int, chan_out: int):
+        self.reader = FrameReader(chan_in)
+        self.chan_out = chan_out
+        self.ns: dict[str, Any] = {"__name__": "submission", "__builtins__": __builtins__}
+        self.handles: dict[int, Any] = {}
+        self.trace: list[SdpaCall] = []
+        self.forbidden: set[str] = set()
+        self.watch_forbidden()
+
+    def watch_forbidden(self) -> None:
+        """Wrap the APIs the homework forbids before student code can take a reference to them."""
+        functional = torch.nn.functional
+        functional.scaled_dot_product_attention = self.recorder(
+            "F.scaled_dot_product_attention", functional.scaled_dot_product_attention
+        )
+        for cls in (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder):
+            cls.forward = self.recorder(f"nn.{cls.__name__}", cls.forward)  # type: ignore[method-assign]
+
+    def recorder(self, api: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            self.forbidden.add(api)
+            return function(*args, **kwargs)
+
+        return recorded
+
+    # ------------------------------------------------------------ loading
+
+    def load(self, program: list[dict[str, str]]) -> list[Diagnostic]:
+        """Run each kept statement on its own, so one failing import does not lose the rest."""
+        import ast
+
+        notes: list[Diagnostic] = []
+        for chunk in program:
+            where, source = str(chunk["where"]), str(chunk["source"])
+            linecache.cache[where] = (len(source), None, source.splitlines(True), where)
+            for node in ast.parse(source).body:
+                code = compile(ast.Module(body=[node], type_ignores=[]), where, "exec")
+                try:
+                    exec(code, self.ns)
+                except BaseException as exc:  # student code may raise anything, SystemExit included
+                    what = "import failed" if isinstance(node, (ast.Import, ast.ImportFrom)) else "raised"
+                    notes.append(
+                        Diagnostic(
+                            where=f"{where}, line {node.lineno}",
+                            action="failed",
+                            reason=f"{what}: {type(exc).__name__}: {exc}"[:2000],
+                        )
+                    )
+        return notes
+
+    # ------------------------------------------------------------ instructions
+
+    def lookup(self, name: Any, kind: type | None = None) -> Any:
+        if not isinstance(name, str) or name not in self.ns:
+            raise BadRequest(f"your submission does not define {name}")
+        value = self.ns[name]
+        if kind is type and not isinstance(value, type):
+            raise BadRequest(f"{name} is not a class")
+        if kind is None and not callable(value):
+            raise BadRequest(f"{name} is not a function")
+        return value
+
+    def module(self, handle: Any) -> Any:
+        if handle not in self.handles:
+            raise BadRequest(f"no object with handle {handle}")
+        return self.handles[handle]
+
+    def handle(self, req: Request) -> Any:
+        if req.seed is not None:
+            torch.manual_seed(req.seed)
+        args, kwargs = req.args, req.kwargs
+        if req.op == "call":
+            return self.invoke(self.lookup(req.target), req, None)
+        if req.op == "build":
+            obj = self.lookup(req.target, type)(*args, **kwargs)
+            handle = len(self.handles) + 1
+            self.handles[handle] = obj
+            return handle
+        if req.op == "forward":
+            return self.invoke(self.module(req.target), req, self.module(req.target))
+        if req.op == "params":
+            return describe(self.module(req.target))
+        if req.op == "get_state":
+            return dict(self.module(req.target).state_dict())
+        if req.op == "set_state":
+            result = self.module(req.target).load_state_dict(args[0], strict=True)
+            return {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
+        if req.op == "mode":
+            self.module(req.target).train(bool(args[0]))
+            return None
+        if req.op == "train":
+            return train(self.module(req.target), args[0], args[1], **kwargs)
+        if req.op == "predict":
+            return predict(self.module(req.target), args[0], int(kwargs.get("batch_size", 256)))
+        if req.op == "free":
+            self.handles.pop(req.target, None)
+            return None
+        raise BadRequest(f"operation {req.op} is not supported by this worker")
+
+    def invoke(self, fn: Callable[..., Any], req: Request, module: Any) -> Any:
+        """Call fn; with grad_output, backpropagate and return gradients of inputs and params."""
+        args = list(req.args)
+        for i in req.grad_inputs:
+            args[i] = args[i].detach().clone().requires_grad_(True)
+        if module is not None and req.grad_output is not None:
+            module.zero_grad(set_to_none=True)
+        with self.tracing(req.trace), torch.set_grad_enabled(req.grad_output is not None or bool(req.grad_inputs)):
+            value = fn(*args, **req.kwargs)
+        if req.grad_output is None:
+            return {"value": value}
+        outputs, grads = pair_outputs(value, req.grad_output)
+        torch.autograd.backward(outputs, grads)
+        result: dict[str, Any] = {"value": value, "input_grads": [args[i].grad for i in req.grad_inputs]}
+        if module is not None:
+            result["param_grads"] = {n: p.grad for n, p in module.named_parameters()}
+        return result
+
+    def tracing(self, enabled: bool) -> Any:
+        """Wrap the student's own scaled_dot_product_attention to record the shapes it is given."""
+        worker = self
+
+        class Tracer:
+            def __enter__(self) -> None:
+                self.original = worker.ns.get(SDPA)
+                if enabled and callable(self.original):
+                    original = self.original
+
+                    def traced(q: Any, k: Any, v: Any, mask: Any = None, *rest: Any, **kw: Any) -> Any:
+                        worker.trace.append(
+                            SdpaCall(
+                                q=list(shape_of(q)),
+                                k=list(shape_of(k)),
+                                v=list(shape_of(v)),
+                                mask=None if mask is None else list(shape_of(mask)),
+                            )
+                        )
+                        return original(q, k, v, mask, *rest, **kw)
+
+                    worker.ns[SDPA] = traced
+
+            def __exit__(self, *exc: Any) -> None:
+                if enabled and self.original is not None:
+                    worker.ns[SDPA] = self.original
+
+        return Tracer()
+
+    # ------------------------------------------------------------ the loop
+
+    def serve(self) -> None:
+        while True:
+            header, tensors = self.reader.read()
+            raw = decode(header, tensors)
+            self.trace = []
+            self.forbidden = set()
+            try:
+                req = Request.model_validate(raw)
+            except Exception as exc:
+                self.send(Reply(id=int(raw.get("id", -1)), ok=False, error=error_info(exc, "bad_request")))
+                continue
+            try:
+                result = self.handle(req)
+                reply = Reply(id=req.id, ok=True, result=result, trace=self.trace[:10000], forbidden=sorted(self.forbidden))
+            except BaseException as exc:  # SystemExit and KeyboardInterrupt from student code too
+                reply = Reply(id=req.id, ok=False, error=error_info(exc), trace=self.trace[:10000], forbidden=sorted(self.forbidden))
+            self.send(reply)
+
+    def send(self, reply: Reply) -> None:
+        payload = reply.model_dump(exclude={"result"})
+        try:
+            payload["result"], tensors = encode(reply.result)
+            size = sum(t.numel() * t.element_size() for t in tensors.values())
+            if size > MAX_BLOB:
+                raise OutputTooLarge(f"the result holds {size} bytes of tensors, over the limit of {MAX_BLOB}")
+        except Exception as exc:
+            payload = {"id": reply.id, "ok": False, "result": None, "error": error_info(exc).model_dump()}
+            tensors = {}
+        write_frame(self.chan_out, payload, tensors)
+
+
+def train(
+    model: Any,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+) -> dict[str, Any]:
+    """The grader's own training loop (seeded AdamW, fixed step budget) on the student's model."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        batch = torch.randint(0, images.shape[0], (batch_size,), generator=generator)
+        loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return {"losses": torch.tensor(losses)}
+
+
+@torch.no_grad()
+def predict(model: Any, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Class predictions only: the labels stay on the trusted side."""
+    model.eval()
+    return torch.cat([model(images[i : i + batch_size]).argmax(-1) for i in range(0, images.shape[0], batch_size)])
+
+
+def shape_of(x: Any) -> tuple[int, ...]:
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else ()
+
+
+def pair_outputs(value: Any, grad_output: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Match a (possibly tuple) output with the gradients given for it; None skips an output."""
+    values = list(value) if isinstance(value, (tuple, list)) else [value]
+    grads = list(grad_output) if isinstance(grad_output, list) else [grad_output]
+    outputs, chosen = [], []
+    for out, grad in zip(values, grads):
+        if grad is not None and isinstance(out, torch.Tensor) and out.requires_grad:
+            outputs.append(out)
+            chosen.append(grad.to(out.dtype))
+    if not outputs:
+        raise RuntimeError("the output does not depend on anything that requires a gradient")
+    return outputs, chosen
+
+
+def describe(obj: Any) -> dict[str, Any]:
+    """Names, shapes and types: what the grader needs to map the reference's weights onto yours."""
+    if not isinstance(obj, nn.Module):
+        raise BadRequest(f"{type(obj).__name__} is not an nn.Module")
+    return {
+        "params": [
+            {"name": n, "shape": list(p.shape), "dtype": str(p.dtype), "requires_grad": p.requires_grad}
+            for n, p in obj.named_parameters()
+        ],
+        "buffers": [{"name": n, "shape": list(b.shape)} for n, b in obj.named_buffers()],
+        "modules": [{"name": n, "type": f"{type(m).__module__}.{type(m).__qualname__}"} for n, m in obj.named_modules()],
+        "shared": len(list(obj.named_parameters(remove_duplicate=False))) - len(list(obj.named_parameters())),
+        "training": obj.training,
+    }
+
+
+def error_info(exc: BaseException, kind: str | None = None) -> WorkerErrorInfo:
+    """Describe an exception by type, message and the innermost line of the student's own code."""
+    message = str(exc)
+    if kind is None:
+        if isinstance(exc, NotImplementedError):
+            kind = "not_implemented"
+        elif isinstance(exc, MemoryError) or any(m in message for m in OOM_MARKERS):
+            kind = "oom"
+        elif isinstance(exc, BadRequest):
+            kind = "missing"
+        else:
+            kind = "exception"
+    where = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename.startswith(("cell ", "file")):
+            where = f"{frame.filename}, line {frame.lineno}, in {frame.name}: {(frame.line or '').strip()}"
+    if isinstance(exc, SystemExit):
+        message = f"your code called sys.exit({exc.code!r})"
+    return WorkerErrorInfo(kind=kind, type=type(exc).__name__[:200], message=message[:4000], where=where[:1000])
+
+
+def main() -> None:
+    chan_in, chan_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)  # student prints go to the captured stream, never into the channel
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    header, _ = FrameReader(chan_in).read()
+    torch.set_num_threads(int(header.get("threads", 1)))
+    worker = Worker(chan_in, chan_out)
+    notes = worker.load(list(header.get("program", [])))
+    names = sorted(k for k in worker.ns if not k.startswith("__"))
+    write_frame(chan_out, Ready(ready=True, names=names, diagnostics=notes, torch=torch.__version__).model_dump())
+    worker.serve()
+
+
+if __name__ == "__main__":
+    main()
