@@ -17,7 +17,7 @@ def case(
     *,
     name: str | None = None,
     visibility: Visibility = "visible",
-    timeout: float = 30.0,
+    timeout: float = 20.0,
     from_scratch: bool = True,
 ) -> pytest.MarkDecorator:
     """Mark a test function as a graded case. `name` defaults to the docstring's first line.

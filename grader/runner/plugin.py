@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 
 from ..report.models import TestResult
 from ..submission import Chunk
+from .cases import UNITS
 from .policy import apply_forbidden_policy, forbidden_uses, runtime_units
 from .session import StudentError, WorkerFailure, WorkerSession
 from .student import Student
@@ -111,8 +112,8 @@ class VitgradePlugin:
         config.addinivalue_line("markers", "vitgrade(unit, points, name, visibility, timeout): a graded case")
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        for item in items:
-            case_mark(item)
+        """Every item must be a declared case; run and report them unit by unit."""
+        items.sort(key=lambda item: UNITS.index(case_mark(item).kwargs["unit"]))
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:

@@ -1,0 +1,83 @@
+"""Hidden tests of MultiHeadSelfAttention: shapes, per-head attention with your own SDPA,
+transplant equality, permutation equivariance, batch independence, no forbidden modules."""
+
+import torch
+
+from grader.api import case, describe, expect, expect_close, expect_shape, mhsa_mappings, perturbed, search_transplant
+
+FORBIDDEN_TYPES = ("MultiheadAttention", "TransformerEncoder", "TransformerEncoderLayer")
+
+
+def built(student, dim=24, heads=3):
+    module = student.build("MultiHeadSelfAttention", dim, heads, seed=0)
+    module.load_state_dict(perturbed(module.state_dict(), seed=1))
+    return module.eval()
+
+
+@case(unit="mhsa", points=1, visibility="after_due_date")
+def test_shapes(student, rng):
+    """(B, N, D) -> (B, N, D) for several widths and head counts"""
+    for dim, heads, n in ((24, 3, 5), (64, 8, 11), (16, 1, 4)):
+        x = torch.randn(3, n, dim, generator=rng)
+        module = student.build("MultiHeadSelfAttention", dim, heads, seed=0)
+        expect_shape(module(x), tuple(x.shape), f"MultiHeadSelfAttention({dim}, {heads}) output", describe(x=x))
+
+
+@case(unit="mhsa", points=1, visibility="after_due_date")
+def test_own_sdpa_per_head(student, rng):
+    """your scaled_dot_product_attention gets per-head q/k/v whose last axis is D/heads"""
+    dim, heads, n = 48, 6, 7
+    x = torch.randn(2, n, dim, generator=rng)
+    calls = student.build("MultiHeadSelfAttention", dim, heads, seed=0).forward(x, trace=True).sdpa_calls
+    expect(calls != [], "MultiHeadSelfAttention.forward must call your own scaled_dot_product_attention; it did not")
+    hd = dim // heads
+    batched = len(calls) == 1 and tuple(calls[0]["q"]) == (2, heads, n, hd) and tuple(calls[0]["v"]) == (2, heads, n, hd)
+    per_head = len(calls) == heads and all(tuple(c["q"]) == (2, n, hd) and tuple(c["k"]) == (2, n, hd) for c in calls)
+    expect(batched or per_head, f"expected one call on (2, {heads}, {n}, {hd}) or {heads} calls on (2, {n}, {hd}); yours: {[c['q'] for c in calls]}")
+
+
+@case(unit="mhsa", points=2, visibility="after_due_date")
+def test_transplant(student, reference, rng):
+    """with fresh reference weights and biases, the output equals the reference's (any q/k/v layout)"""
+    dim, heads = 24, 4
+    module = student.build("MultiHeadSelfAttention", dim, heads, seed=0)
+    ref_module = reference.MultiHeadSelfAttention(dim, heads)
+    weights = {}
+    for role in "qkvo":
+        weights[f"{role}.weight"] = torch.randn(dim, dim, generator=rng) / dim**0.5
+        weights[f"{role}.bias"] = torch.randn(dim, generator=rng) * 0.1
+    x = torch.randn(2, 6, dim, generator=rng)
+
+    def expected(w):
+        ref_module.load_state_dict({
+            "qkv.weight": torch.cat([w[f"{r}.weight"] for r in "qkv"]),
+            "qkv.bias": torch.cat([w[f"{r}.bias"] for r in "qkv"]),
+            "out.weight": w["o.weight"],
+            "out.bias": w["o.bias"],
+        })
+        with torch.no_grad():
+            return ref_module(x)
+
+    search_transplant(module, mhsa_mappings(module.info(), dim, heads), weights, heads, (x,), expected,
+                      f"MultiHeadSelfAttention({dim}, {heads})")
+
+
+@case(unit="mhsa", points=1, visibility="after_due_date")
+def test_permutation_equivariance(student, rng):
+    """permuting the tokens permutes the output the same way"""
+    module = built(student)
+    x = torch.randn(2, 9, 24, generator=rng)
+    order = torch.randperm(9, generator=rng)
+    out = expect_shape(module(x), tuple(x.shape), "MultiHeadSelfAttention output", describe(x=x))
+    expect_close(module(x[:, order]), out[:, order], "the output for permuted tokens (self-attention is permutation-equivariant)", describe(x=x))
+
+
+@case(unit="mhsa", points=1, visibility="after_due_date")
+def test_batch_independence_and_no_forbidden_modules(student, rng):
+    """each sample is processed on its own, and no torch attention module does the work"""
+    module = built(student)
+    x = torch.randn(3, 5, 24, generator=rng)
+    out = expect_shape(module(x), tuple(x.shape), "MultiHeadSelfAttention output", describe(x=x))
+    expect_close(module(x[1:2]), out[1:2], "the output of sample 1 computed alone vs. in a batch of 3", describe(x=x))
+    found = [f"{name or '(root)'}: {kind}" for name, kind in module.info().modules.items() if kind.rsplit(".", 1)[-1] in FORBIDDEN_TYPES]
+    expect(not found, f"MultiHeadSelfAttention must not use torch's attention modules: {found}")

@@ -1,0 +1,40 @@
+"""Hidden training check: the grader's loop trains your ViT on a synthetic task whose label
+depends on where a marker patch lies, and the trusted side scores held-out predictions.
+Thresholds come from `vitgrade calibrate` (suite.toml [train])."""
+
+import torch
+
+from grader.api import arrangement_task, case, expect
+
+CONFIG = (16, 4, 3, 32, 4, 64, 2, 4, 0.0)
+RUNS: dict[tuple[int, int], float] = {}
+
+
+def accuracy(student, seed, suite_config):
+    """Train once per run and worker; both credit tiers read the same result."""
+    key = (id(student.session), seed)
+    if key not in RUNS:
+        steps = int(suite_config["train"]["steps"])
+        images, labels = arrangement_task(4096, seed=seed)
+        held_out, truth = arrangement_task(512, seed=seed + 1)
+        model = student.build("VisionTransformer", *CONFIG, seed=seed)
+        model.fit(images, labels, steps=steps, batch_size=64, lr=2e-3, weight_decay=0.01, seed=seed)
+        predictions = model.predict(held_out)
+        expect(isinstance(predictions, torch.Tensor) and predictions.shape == truth.shape, "the model's predictions have the wrong shape")
+        RUNS[key] = float((predictions == truth).float().mean())
+    return RUNS[key]
+
+
+@case(unit="train", points=2, visibility="after_due_date", timeout=60)
+def test_reaches_half_credit_accuracy(student, seed, suite_config):
+    """after the grader's short training run, held-out accuracy reaches the half-credit threshold"""
+    acc, need = accuracy(student, seed, suite_config), float(suite_config["train"]["half_credit"])
+    expect(acc >= need, f"held-out accuracy {acc:.1%} after training is below {need:.0%} (chance is 25%): "
+                        "check attention, the class token and the positional embeddings")
+
+
+@case(unit="train", points=2, visibility="after_due_date", timeout=60)
+def test_reaches_full_credit_accuracy(student, seed, suite_config):
+    """after the grader's short training run, held-out accuracy reaches the full-credit threshold"""
+    acc, need = accuracy(student, seed, suite_config), float(suite_config["train"]["full_credit"])
+    expect(acc >= need, f"held-out accuracy {acc:.1%} after training is below {need:.0%}")

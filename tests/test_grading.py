@@ -1,0 +1,150 @@
+"""Grading one submission end to end, through the real CLI and a real worker process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from tests.conftest import ROOT, failures, grade, grade_all, unit_scores, vitgrade
+from tests.corpus.mutants import REFERENCE
+
+GRADESCOPE_SCHEMA = json.loads((ROOT / "tests" / "schemas" / "gradescope_results.schema.json").read_text())
+REPORT_SCHEMA = json.loads((ROOT / "schemas" / "report.schema.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reports(examples: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    return grade_all(
+        {
+            "solved_full": (examples / "solved.ipynb", ("--suite", "full", "--seed", "11")),
+            "solved_again": (examples / "solved.ipynb", ("--suite", "full", "--seed", "11")),
+            "blank_full": (examples / "blank.ipynb", ("--suite", "full", "--seed", "11")),
+        },
+        tmp_path_factory.mktemp("reports"),
+    )
+
+
+def test_solved_notebook_scores_full_marks(reports: dict[str, dict]) -> None:
+    report = reports["solved_full"]
+    assert report["max_score"] == 50, "the suites are worth 50 implementation points"
+    assert report["score"] == 50, failures(report)
+    assert {t["status"] for t in report["tests"]} == {"passed"}
+    assert set(unit_scores(report)) == {"sdpa", "mask", "patch", "mhsa", "block", "vit", "train", "policy"}
+    jsonschema.validate(report, REPORT_SCHEMA)
+
+
+def test_blank_template_scores_zero_without_tracebacks(reports: dict[str, dict]) -> None:
+    report = reports["blank_full"]
+    assert report["status"] == "ok" and report["score"] == 0
+    for test in report["tests"]:
+        assert test["status"] in {"failed", "error"}
+        assert "Traceback" not in test["output"] and 'File "' not in test["output"]
+    # one clear message per unit: each names the definition that is still a TODO
+    for unit, name in {"sdpa": "scaled_dot_product_attention", "patch": "PatchEmbedding", "mhsa": "MultiHeadSelfAttention",
+                       "block": "TransformerBlock", "vit": "VisionTransformer"}.items():
+        messages = {t["output"] for t in report["tests"] if t["unit"] == unit}
+        assert all("not implemented yet" in m and name in m for m in messages), messages
+
+
+def test_same_submission_suite_and_seed_give_the_same_report(reports: dict[str, dict]) -> None:
+    def strip(report: dict) -> dict:
+        report = json.loads(json.dumps(report))
+        report["duration_s"] = 0
+        for t in report["tests"]:
+            t["duration_s"] = 0
+        return report
+
+    assert strip(reports["solved_full"]) == strip(reports["solved_again"])
+    assert reports["solved_full"]["seed"] == 11
+
+
+def test_hidden_seed_is_fresh_and_recorded(examples: Path, tmp_path: Path) -> None:
+    seeds = {grade(examples / "blank.ipynb", tmp_path / f"r{i}.json", "--suite", "full")["seed"] for i in range(2)}
+    assert len(seeds) == 2
+
+
+def test_gradescope_format_is_valid(examples: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = vitgrade("grade", str(examples / "blank.ipynb"), "--format", "gradescope", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    jsonschema.validate(results, GRADESCOPE_SCHEMA)
+    assert results["score"] == 0 and len(results["tests"]) == 18
+    assert {t["visibility"] for t in results["tests"]} == {"visible"}
+
+
+def test_check_prints_a_table_with_the_total(examples: Path, tmp_path: Path) -> None:
+    done = vitgrade("check", str(examples / "solved.ipynb"), "--json", str(tmp_path / "r.json"))
+    assert done.returncode == 0, done.stderr
+    assert "Total: 18 / 18" in done.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["suite"]["name"] == "public"
+
+
+def test_exit_codes(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.ipynb"
+    bad.write_text("{nope")
+    done = vitgrade("grade", str(bad))
+    assert done.returncode == 0, "a report was produced, so the exit code is 0"
+    report = json.loads(done.stdout)
+    assert report["status"] == "error" and "not a readable Jupyter notebook" in report["error"]
+    done = vitgrade("grade", str(bad), "--suite", str(tmp_path))
+    assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1
+    assert "not a suite" in done.stderr
+
+
+def test_grader_process_never_imports_student_code(tmp_path: Path) -> None:
+    """Import-time code (a class body) leaves its marker only in the worker's own temp dir."""
+    log = tmp_path / "imports.log"
+    hostile = REFERENCE.read_text().replace(
+        "class PatchEmbedding(nn.Module):\n",
+        "class PatchEmbedding(nn.Module):\n"
+        "    import os as _os\n"
+        "    open('MARKER', 'w').write('imported')\n"
+        f"    open({str(log)!r}, 'a').write(f'{{_os.getpid()}} {{_os.getcwd()}}\\n')\n",
+    )
+    sub = tmp_path / "marker.py"
+    sub.write_text(hostile)
+    cwd = tmp_path / "grader-cwd"
+    cwd.mkdir()
+    done = vitgrade("grade", str(sub), "--json", str(tmp_path / "r.json"), cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["score"] == 18
+    assert not (cwd / "MARKER").exists() and not (ROOT / "MARKER").exists()
+    entries = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    assert entries, "the worker imported the submission"
+    for pid, where in entries:
+        assert re.search(r"vitgrade-[^/]+/work-", where), f"imported outside a worker temp dir: {where}"
+        assert not Path(where).exists(), "the worker's temp dir is removed after grading"
+        assert int(pid) != os.getpid()
+
+
+def test_hang_and_memory_bomb_cost_only_their_own_tests(tmp_path: Path) -> None:
+    source = REFERENCE.read_text()
+    source = source.replace(
+        "        self.num_patches = (image_size // patch_size) ** 2\n",
+        "        while in_channels == 1:\n            pass\n        self.num_patches = (image_size // patch_size) ** 2\n",
+    ).replace(
+        "        x = self.patch_embed(x)  # (B, N, D)\n",
+        "        if x.shape[0] == 4:\n            torch.empty(2**34, dtype=torch.uint8).fill_(1)\n        x = self.patch_embed(x)  # (B, N, D)\n",
+    )
+    sub = tmp_path / "hang_oom.py"
+    sub.write_text(source)
+    report = grade(sub, tmp_path / "r.json")
+    by_name = {t["name"]: t for t in report["tests"]}
+    shape = next(t for n, t in by_name.items() if n.startswith("(B, C, H, W) -> (B, num_classes)"))
+    probs = next(t for n, t in by_name.items() if n.startswith("the model returns logits"))
+    assert shape["status"] == "timeout", shape
+    assert probs["status"] == "oom", probs
+    others = [t for t in report["tests"] if t is not shape and t is not probs]
+    assert all(t["status"] == "passed" for t in others), failures(report)
+    assert report["score"] == 16
+
+
+def test_published_report_schema_is_current() -> None:
+    done = vitgrade("schema")
+    assert done.returncode == 0 and json.loads(done.stdout) == REPORT_SCHEMA, "regenerate with: vitgrade schema --out schemas/report.schema.json"
