@@ -20,6 +20,11 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def run_grade(submission: Path, suite: str, seed: int | None, backend: str):  # type: ignore[no-untyped-def]
     from .runner.engine import grade
     from .runner.suite import SuiteError
@@ -50,7 +55,7 @@ def check(notebook: Path, json_path: Path | None, backend: str) -> None:
         console = Console(width=120)
     print_table(report, console)
     if json_path:
-        json_path.write_text(native(report))
+        write(json_path, native(report))
 
 
 @main.command()
@@ -67,7 +72,7 @@ def grade(submission: Path, suite: str, json_path: Path | None, fmt: str, seed: 
     report = run_grade(submission, suite, seed, backend)
     text = gradescope_json(report) if fmt == "gradescope" else native(report)
     if json_path:
-        json_path.write_text(text)
+        write(json_path, text)
         click.echo(f"{report.submission.path}: {report.score:g}/{report.max_score:g} -> {json_path}", err=True)
     else:
         click.echo(text)

@@ -246,3 +246,4 @@ class Ready(BaseModel):
     names: list[str] = Field(max_length=10000)
     diagnostics: list[Diagnostic] = Field(default_factory=list, max_length=10000)
     torch: str = Field(max_length=100)
+    load_s: float = 0.0  # time spent running the student's code (informational, worker-reported)

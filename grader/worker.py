@@ -12,6 +12,7 @@ from __future__ import annotations
 import linecache
 import os
 import sys
+import time
 import traceback
 from typing import Any, Callable
 
@@ -321,9 +322,12 @@ def main() -> None:
     header, _ = FrameReader(chan_in).read()
     torch.set_num_threads(int(header.get("threads", 1)))
     worker = Worker(chan_in, chan_out)
+    started = time.perf_counter()
     notes = worker.load(list(header.get("program", [])))
+    load_s = time.perf_counter() - started
     names = sorted(k for k in worker.ns if not k.startswith("__"))
-    write_frame(chan_out, Ready(ready=True, names=names, diagnostics=notes, torch=torch.__version__).model_dump())
+    ready = Ready(ready=True, names=names, diagnostics=notes, torch=torch.__version__, load_s=round(load_s, 4))
+    write_frame(chan_out, ready.model_dump())
     worker.serve()
 
 

@@ -213,7 +213,9 @@ def search(
     what: str,
     atol: float = 1e-4,
 ) -> str:
-    """Try each mapping in the worker; return the one that reproduces the reference, else fail."""
+    """Try each mapping in the worker (in eval mode: no dropout); return the one that reproduces
+    the reference, else fail."""
+    module.eval()
     base = module.state_dict()
     shapes = {name: tuple(t.shape) for name, t in base.items()}
     tried, best = 0, (float("inf"), "")
