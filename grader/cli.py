@@ -11,7 +11,12 @@ from rich.console import Console
 
 from . import __version__
 
-BACKEND = click.option("--backend", default="process", show_default=True, help="sandbox backend for the worker")
+BACKEND = click.option(
+    "--backend",
+    default="auto",
+    show_default=True,
+    help="sandbox for the worker: local (bubblewrap), process (plain child), or auto (local where it works)",
+)
 
 
 def fail(message: str) -> None:
@@ -89,3 +94,12 @@ def schema(out: Path | None) -> None:
         out.write_text(text)
     else:
         click.echo(text, nl=False)
+
+
+@main.command()
+def doctor() -> None:
+    """Print which isolation this machine supports."""
+    from .sandbox.doctor import checks
+
+    for name, ok, detail in checks():
+        click.echo(f"{'ok ' if ok else 'no '} {name:28s} {detail}")

@@ -1,4 +1,5 @@
 """The instructor's solution to HW4: a Vision Transformer that follows the contract exactly.
+vitgrade-sentinel: REFERENCE-5be08f13 (planted: must never appear in a report or worker output)
 
 One class per concept, shapes in comments. This file reaches only the trusted side of the grader:
 it is never bound into a worker's view and never ships in the student kit or the wheel.

@@ -111,7 +111,8 @@ def test_grader_process_never_imports_student_code(tmp_path: Path) -> None:
     sub.write_text(hostile)
     cwd = tmp_path / "grader-cwd"
     cwd.mkdir()
-    done = vitgrade("grade", str(sub), "--json", str(tmp_path / "r.json"), cwd=cwd)
+    # The process backend can write outside its temp dir, which is what lets this test watch it.
+    done = vitgrade("grade", str(sub), "--json", str(tmp_path / "r.json"), "--backend", "process", cwd=cwd)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "r.json").read_text())["score"] == 18
     assert not (cwd / "MARKER").exists() and not (ROOT / "MARKER").exists()

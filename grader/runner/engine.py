@@ -54,7 +54,7 @@ def grade(
     path: Path,
     suite_spec: str = "public",
     seed: int | None = None,
-    backend: str = "process",
+    backend: str = "auto",
     limits: Limits | None = None,
 ) -> Report:
     """Grade one submission. Raises SuiteError only when the suite itself is unusable."""
@@ -67,7 +67,8 @@ def grade(
         extracted = load(path)
     except SubmissionError as exc:
         return error_report(path, suite_info, seed, str(exc), started)
-    sandbox = make_backend(backend, limits)
+    protected = [*suite.dirs, *([suite.reference.parent] if suite.reference else [])]
+    sandbox = make_backend(backend, limits, protected)
     session = WorkerSession(sandbox, extracted.chunks)
     session.spawn()
     try:

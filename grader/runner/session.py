@@ -139,7 +139,10 @@ class WorkerSession:
             self.dead = WorkerTimeout(f"loading your code took longer than {self.startup_timeout:.0f} s")
         except ChannelClosed:
             code = self.proc.exit_code(grace=1.0)
-            self.dead = WorkerCrashed(f"{describe_exit(code)} while your code was being loaded")
+            if self.proc.oom_killed():
+                self.dead = WorkerOOM("your code ran out of memory while it was being loaded")
+            else:
+                self.dead = WorkerCrashed(f"{describe_exit(code)} while your code was being loaded")
         except (ProtocolError, ValidationError) as exc:
             self.dead = WorkerCrashed(f"the worker sent an invalid message while loading: {str(exc)[:200]}")
         self.fail(self.dead)
@@ -177,8 +180,8 @@ class WorkerSession:
             raise self.fail(WorkerTimeout(f"{label or op} did not finish within {timeout:.1f} s")) from None
         except (ChannelClosed, BrokenPipeError):
             code = self.proc.exit_code(grace=1.0)
+            oom = self.proc.oom_killed() if self.proc.cgroup else code == -signal.SIGKILL
             self.stop()
-            oom = code == -signal.SIGKILL
             cls = WorkerOOM if oom else WorkerCrashed
             text = f"{describe_exit(code)} during {label or op}"
             if oom:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cgroups import Cgroup
+
 WORKER_FILES = ("__init__.py", "protocol.py", "worker.py")
 BOOT = "import sys; sys.path[:0] = sys.argv[1:]; import grader.worker as w; w.main()"
 OUTPUT_CAP = 64 << 10
@@ -94,10 +96,22 @@ class OutputCapture:
 
 
 class WorkerProcess:
-    """A running worker seen from the trusted side: channel descriptors and a kill switch."""
+    """A running worker seen from the trusted side: channel descriptors and a kill switch.
 
-    def __init__(self, popen: subprocess.Popen[bytes], capture: OutputCapture, cleanup: list[Any]):
+    `wrapped` means the child is a launcher (bwrap) that reports a signal death as 128 + signal;
+    `cgroup` is the worker's own group, if it has one, for OOM reports and the final sweep."""
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        capture: OutputCapture,
+        cleanup: list[Any],
+        wrapped: bool = False,
+        cgroup: Cgroup | None = None,
+    ):
         self.popen = popen
+        self.wrapped = wrapped
+        self.cgroup = cgroup
         assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
         self.send_fd = popen.stdin.fileno()
         self.recv_fd = popen.stdout.fileno()
@@ -109,11 +123,16 @@ class WorkerProcess:
         return self.popen.poll() is None
 
     def exit_code(self, grace: float) -> int | None:
-        """The worker's own exit status if it ends within `grace` seconds, else None."""
+        """The worker's own exit status if it ends within `grace` seconds, else None
+        (negative: killed by that signal)."""
         try:
-            return self.popen.wait(timeout=grace)
+            code = self.popen.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             return None
+        return -(code - 128) if self.wrapped and code > 128 else code
+
+    def oom_killed(self) -> bool:
+        return self.cgroup is not None and self.cgroup.oom_killed()
 
     def kill(self) -> int:
         """Kill the worker's whole process group and reap it; returns its exit status."""
@@ -122,6 +141,8 @@ class WorkerProcess:
         except (ProcessLookupError, PermissionError):
             pass
         code = self.popen.wait()
+        if self.cgroup is not None:
+            self.cgroup.destroy()
         for closer in self.cleanup:
             closer()
         self.drainer.join(timeout=2)

@@ -13,17 +13,21 @@ from typing import Callable
 from .base import Backend, Isolation, Limits, OutputCapture, WorkerProcess, scrubbed_env
 
 
-def rlimit_setter(limits: Limits) -> Callable[[], None]:
-    """A preexec function that applies the limits inside the child before Python starts."""
+def rlimit_setter(limits: Limits, nproc: bool = False) -> Callable[[], None]:
+    """A preexec function that applies the limits inside the child before Python starts.
+    nproc: also cap processes per user (counted for the whole uid; used where no cgroup is)."""
+    values = [
+        (resource.RLIMIT_AS, limits.address_space),
+        (resource.RLIMIT_CPU, limits.cpu_seconds),
+        (resource.RLIMIT_FSIZE, limits.file_size),
+        (resource.RLIMIT_NOFILE, limits.open_files),
+        (resource.RLIMIT_CORE, 0),
+    ]
+    if nproc:
+        values.append((resource.RLIMIT_NPROC, limits.pids))
 
     def apply() -> None:
-        for which, value in (
-            (resource.RLIMIT_AS, limits.address_space),
-            (resource.RLIMIT_CPU, limits.cpu_seconds),
-            (resource.RLIMIT_FSIZE, limits.file_size),
-            (resource.RLIMIT_NOFILE, limits.open_files),
-            (resource.RLIMIT_CORE, 0),
-        ):
+        for which, value in values:
             resource.setrlimit(which, (value, value))
 
     return apply

@@ -1,4 +1,5 @@
 """Hidden tests of TransformerBlock: residual paths, MLP width, dropout, gradients (pre- or post-norm)."""
+# vitgrade-sentinel: HIDDEN-7c41e9d2 (planted: must never appear in a report, a log or worker output)
 
 import torch
 

@@ -1,4 +1,5 @@
 """Hidden tests of masking: broadcast shapes, independence from masked values, the convention,
+# vitgrade-sentinel: HIDDEN-7c41e9d2 (planted: must never appear in a report, a log or worker output)
 and masks passed through MultiHeadSelfAttention and TransformerBlock."""
 
 import torch

@@ -1,4 +1,5 @@
 """Hidden tests of MultiHeadSelfAttention: shapes, per-head attention with your own SDPA,
+# vitgrade-sentinel: HIDDEN-7c41e9d2 (planted: must never appear in a report, a log or worker output)
 transplant equality, permutation equivariance, batch independence, no forbidden modules."""
 
 import torch

@@ -1,4 +1,5 @@
 """Hidden tests of PatchEmbedding: shapes, locality and row-major order, affinity, transplant."""
+# vitgrade-sentinel: HIDDEN-7c41e9d2 (planted: must never appear in a report, a log or worker output)
 
 import torch
 

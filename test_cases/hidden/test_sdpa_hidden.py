@@ -1,4 +1,5 @@
 """Hidden tests of scaled_dot_product_attention: fresh shapes and values, compared with the reference."""
+# vitgrade-sentinel: HIDDEN-7c41e9d2 (planted: must never appear in a report, a log or worker output)
 
 import math
 

@@ -1,4 +1,5 @@
 """Hidden training check: the grader's loop trains your ViT on a synthetic task whose label
+# vitgrade-sentinel: HIDDEN-7c41e9d2 (planted: must never appear in a report, a log or worker output)
 depends on where a marker patch lies, and the trusted side scores held-out predictions.
 Thresholds come from `vitgrade calibrate` (suite.toml [train])."""
 

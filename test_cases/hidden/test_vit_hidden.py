@@ -1,4 +1,5 @@
 """Hidden tests of VisionTransformer: shapes, class token, distinct blocks, gradients, determinism."""
+# vitgrade-sentinel: HIDDEN-7c41e9d2 (planted: must never appear in a report, a log or worker output)
 
 import torch
 

@@ -1,0 +1,76 @@
+"""cgroup v1 memory and pids limits for one worker, where /sys/fs/cgroup is writable.
+
+Each worker gets its own group in the memory and pids hierarchies; every process it starts
+inherits it, so a fork bomb stops at pids.max and a memory bomb is killed by the kernel's OOM
+killer inside the group, which memory.oom_control then reports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+CONTROLLERS = ("memory", "pids")
+
+
+def available() -> bool:
+    """True when this process can create groups in both v1 hierarchies."""
+    for controller in CONTROLLERS:
+        probe = ROOT / controller / f"vitgrade-probe-{os.getpid()}"
+        try:
+            probe.mkdir()
+            probe.rmdir()
+        except OSError:
+            return False
+    return True
+
+
+class Cgroup:
+    def __init__(self, memory: int, pids: int):
+        self.name = f"vitgrade-{uuid.uuid4().hex[:12]}"
+        self.dirs = {c: ROOT / c / self.name for c in CONTROLLERS}
+        for folder in self.dirs.values():
+            folder.mkdir()
+        memory_dir = self.dirs["memory"]
+        (memory_dir / "memory.limit_in_bytes").write_text(str(memory))
+        swap = memory_dir / "memory.memsw.limit_in_bytes"
+        if swap.exists():
+            swap.write_text(str(memory))  # memory + swap equal: no escape into swap
+        (self.dirs["pids"] / "pids.max").write_text(str(pids))
+
+    def join(self) -> None:
+        """Move the calling process (a child before exec) into the group."""
+        for folder in self.dirs.values():
+            (folder / "cgroup.procs").write_text(str(os.getpid()))
+
+    def oom_killed(self) -> bool:
+        control = self.dirs["memory"] / "memory.oom_control"
+        for line in control.read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1]) > 0
+        return int((self.dirs["memory"] / "memory.failcnt").read_text()) > 0
+
+    def pids(self) -> list[int]:
+        return [int(p) for p in (self.dirs["pids"] / "cgroup.procs").read_text().split()]
+
+    def destroy(self) -> None:
+        """Kill whatever is left in the group (daemons, double forks) and remove it."""
+        for _ in range(50):
+            left = self.pids()
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.02)
+        for folder in self.dirs.values():
+            try:
+                folder.rmdir()
+            except OSError:
+                pass

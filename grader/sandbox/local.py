@@ -1,0 +1,154 @@
+"""The `local` backend: bubblewrap namespaces, an unprivileged uid, rlimits and cgroup v1 limits.
+
+The worker sees a filesystem built only from read-only binds of what it needs (/usr, the Python
+install, the venv's site-packages, the staged worker runtime) plus a private tmpfs /tmp and its
+own working directory. Hidden tests, the reference, suite config, results folders and the rest of
+the project are not in the view at all. It has its own network namespace (no route out), PID,
+IPC and UTS namespaces, a scrubbed environment, no capabilities, and it dies with the grader.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from . import cgroups
+from .base import BOOT, Backend, Isolation, Limits, OutputCapture, WorkerProcess, python_paths, scrubbed_env
+from .process import rlimit_setter
+
+UNPRIVILEGED = 65534  # nobody
+HOME = "/home/student"
+RUNTIME = "/opt/vitgrade"
+
+
+def tool(name: str) -> str | None:
+    return shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin")
+
+
+def python_roots() -> list[str]:
+    """The folders holding the interpreter, its stdlib and the packages the worker imports."""
+    roots = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), os.path.abspath(sys.prefix)}
+    for path in python_paths():
+        if not any(path.startswith(r + os.sep) for r in roots):
+            roots.add(path)
+    executable = os.path.realpath(sys.executable)
+    if not any(executable.startswith(r + os.sep) for r in roots):
+        roots.add(os.path.dirname(executable))
+    return sorted(r for r in roots if not r.startswith("/usr/"))
+
+
+def ancestors(paths: list[str]) -> list[str]:
+    """Every parent folder of the bind targets, to be created world-traversable (0755)."""
+    out: set[str] = set()
+    for path in paths:
+        parent = Path(path).parent
+        while str(parent) not in {"/", "."}:
+            out.add(str(parent))
+            parent = parent.parent
+    return sorted(out, key=lambda p: (p.count("/"), p))
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, limits: Limits | None = None):
+        super().__init__(limits)
+        self.bwrap = tool("bwrap")
+        self.setpriv = tool("setpriv")
+        self.root = os.geteuid() == 0
+        self.cgroups = self.root and cgroups.available()
+        if self.bwrap is None or (self.root and self.setpriv is None):
+            raise RuntimeError("the local backend needs bubblewrap (apt-get install bubblewrap) and setpriv")
+
+    def bwrap_argv(self, workdir: Path) -> list[str]:
+        roots = python_roots()
+        argv = [self.bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        if not self.root:
+            argv += ["--unshare-user", "--uid", str(UNPRIVILEGED), "--gid", str(UNPRIVILEGED)]
+        argv += ["--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
+        for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64"):
+            if os.path.islink(top):
+                argv += ["--symlink", os.readlink(top), top]
+            elif os.path.isdir(top):
+                argv += ["--ro-bind", top, top]
+        for etc in ("/etc/ld.so.cache", "/etc/localtime"):
+            if os.path.exists(etc):
+                argv += ["--ro-bind", etc, etc]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+        for folder in ancestors([*roots, RUNTIME, HOME]):
+            argv += ["--perms", "0755", "--dir", folder]
+        for root in roots:
+            argv += ["--ro-bind", root, root]
+        argv += ["--ro-bind", str(self.runtime), RUNTIME, "--bind", str(workdir), HOME, "--chdir", HOME, "--clearenv"]
+        for key, value in {**scrubbed_env(HOME, self.limits.threads), "TMPDIR": "/tmp"}.items():
+            argv += ["--setenv", key, value]
+        argv.append("--")
+        if self.root:
+            argv += [
+                self.setpriv, f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups",
+                "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--",
+            ]  # fmt: skip
+        return argv
+
+    def spawn(self, capture: OutputCapture) -> WorkerProcess:
+        workdir = self.new_workdir()
+        if self.root:
+            os.chown(workdir, UNPRIVILEGED, UNPRIVILEGED)
+        group = cgroups.Cgroup(self.limits.memory, self.limits.pids) if self.cgroups else None
+        argv = [*self.bwrap_argv(workdir), sys.executable, "-I", "-S", "-B", "-c", BOOT, RUNTIME, *python_paths()]
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin"},
+            preexec_fn=self.preexec(group),
+            start_new_session=True,
+            close_fds=True,
+        )
+        cleanup = [lambda: shutil.rmtree(workdir, ignore_errors=True)]
+        return WorkerProcess(popen, capture, cleanup, wrapped=True, cgroup=group)
+
+    def preexec(self, group: cgroups.Cgroup | None) -> Callable[[], None]:
+        limits = rlimit_setter(self.limits, nproc=group is None)
+
+        def apply() -> None:
+            if group is not None:
+                group.join()
+            limits()
+
+        return apply
+
+    def isolation(self) -> Isolation:
+        limits: dict[str, int | str] = {**self.limits.describe(), "process_tree": "PID namespace, killed as a whole"}
+        if self.cgroups:
+            limits |= {"cgroup_memory_bytes": self.limits.memory, "cgroup_pids": self.limits.pids}
+        return Isolation(
+            backend=self.name,
+            network="none (own network namespace)",
+            filesystem="read-only binds of /usr, the Python install and site-packages; private /tmp and working directory; "
+            "the course checkout, hidden tests and reference are not in view",
+            user=f"uid {UNPRIVILEGED} (nobody), no capabilities, no new privileges",
+            pid_namespace=True,
+            limits=limits,
+        )
+
+
+def probe() -> str | None:
+    """None if the local backend works here, else the reason it does not."""
+    if tool("bwrap") is None:
+        return "bubblewrap is not installed (apt-get install bubblewrap)"
+    try:
+        done = subprocess.run(
+            [tool("bwrap") or "bwrap", "--unshare-pid", "--unshare-net", "--ro-bind", "/", "/", "true"],
+            capture_output=True, timeout=20,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap cannot start: {exc}"
+    if done.returncode != 0:
+        return f"bubblewrap cannot create namespaces here: {done.stderr.decode(errors='replace').strip()[:200]}"
+    return None
