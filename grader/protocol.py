@@ -221,6 +221,7 @@ class SdpaCall(BaseModel):
 
 class Reply(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    nonce: str = Field(max_length=64)  # the session's nonce: frames without it are forgeries
     id: int
     ok: bool
     result: Any = None
@@ -242,6 +243,7 @@ class Ready(BaseModel):
     """The worker's first message: what loading the submission gave."""
 
     model_config = ConfigDict(extra="forbid")
+    nonce: str = Field(max_length=64)
     ready: Literal[True]
     names: list[str] = Field(max_length=10000)
     diagnostics: list[Diagnostic] = Field(default_factory=list, max_length=10000)

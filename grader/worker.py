@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from .protocol import (
     MAX_BLOB,
+    MAX_TENSOR_ELEMENTS,
     Diagnostic,
     FrameReader,
     Ready,
@@ -46,8 +47,9 @@ class OutputTooLarge(Exception):
 
 
 class Worker:
-    def __init__(self, chan_in: int, chan_out: int):
+    def __init__(self, chan_in: int, chan_out: int, nonce: str):
         self.reader = FrameReader(chan_in)
+        self.nonce = nonce
         self.chan_out = chan_out
         self.ns: dict[str, Any] = {"__name__": "submission", "__builtins__": __builtins__}
         self.handles: dict[int, Any] = {}
@@ -203,13 +205,13 @@ class Worker:
             try:
                 req = Request.model_validate(raw)
             except Exception as exc:
-                self.send(Reply(id=int(raw.get("id", -1)), ok=False, error=error_info(exc, "bad_request")))
+                self.send(Reply(nonce=self.nonce, id=int(raw.get("id", -1)), ok=False, error=error_info(exc, "bad_request")))
                 continue
             try:
                 result = self.handle(req)
-                reply = Reply(id=req.id, ok=True, result=result, trace=self.trace[:10000], forbidden=sorted(self.forbidden))
+                reply = Reply(nonce=self.nonce, id=req.id, ok=True, result=result, trace=self.trace[:10000], forbidden=sorted(self.forbidden))
             except BaseException as exc:  # SystemExit and KeyboardInterrupt from student code too
-                reply = Reply(id=req.id, ok=False, error=error_info(exc), trace=self.trace[:10000], forbidden=sorted(self.forbidden))
+                reply = Reply(nonce=self.nonce, id=req.id, ok=False, error=error_info(exc), trace=self.trace[:10000], forbidden=sorted(self.forbidden))
             self.send(reply)
 
     def send(self, reply: Reply) -> None:
@@ -217,10 +219,14 @@ class Worker:
         try:
             payload["result"], tensors = encode(reply.result)
             size = sum(t.numel() * t.element_size() for t in tensors.values())
-            if size > MAX_BLOB:
-                raise OutputTooLarge(f"the result holds {size} bytes of tensors, over the limit of {MAX_BLOB}")
+            biggest = max((t.numel() for t in tensors.values()), default=0)
+            if size > MAX_BLOB or biggest > MAX_TENSOR_ELEMENTS:
+                raise OutputTooLarge(
+                    f"the result is too large to send back: {biggest} elements in one tensor (limit "
+                    f"{MAX_TENSOR_ELEMENTS}), {size} bytes in all (limit {MAX_BLOB})"
+                )
         except Exception as exc:
-            payload = {"id": reply.id, "ok": False, "result": None, "error": error_info(exc).model_dump()}
+            payload = {"nonce": self.nonce, "id": reply.id, "ok": False, "result": None, "error": error_info(exc).model_dump()}
             tensors = {}
         write_frame(self.chan_out, payload, tensors)
 
@@ -321,12 +327,13 @@ def main() -> None:
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
     header, _ = FrameReader(chan_in).read()
     torch.set_num_threads(int(header.get("threads", 1)))
-    worker = Worker(chan_in, chan_out)
+    nonce = str(header.get("nonce", ""))
+    worker = Worker(chan_in, chan_out, nonce)
     started = time.perf_counter()
     notes = worker.load(list(header.get("program", [])))
     load_s = time.perf_counter() - started
     names = sorted(k for k in worker.ns if not k.startswith("__"))
-    ready = Ready(ready=True, names=names, diagnostics=notes, torch=torch.__version__, load_s=round(load_s, 4))
+    ready = Ready(nonce=nonce, ready=True, names=names, diagnostics=notes, torch=torch.__version__, load_s=round(load_s, 4))
     write_frame(chan_out, ready.model_dump())
     worker.serve()
 

@@ -24,20 +24,20 @@ def vitgrade(*args: str, cwd: Path | None = None, timeout: float = 900) -> subpr
     )
 
 
-def grade(submission: Path, out: Path, *extra: str) -> dict:
+def grade(submission: Path, out: Path, *extra: str, cwd: Path | None = None) -> dict:
     """Grade one submission through the CLI and return its JSON report."""
-    done = vitgrade("grade", str(submission), "--json", str(out), *extra)
+    done = vitgrade("grade", str(submission), "--json", str(out), *extra, cwd=cwd)
     assert done.returncode == 0, f"vitgrade grade {submission.name} failed: {done.stderr[-2000:]}"
     return json.loads(out.read_text())
 
 
-def grade_all(jobs: dict[str, tuple[Path, tuple[str, ...]]], folder: Path) -> dict[str, dict]:
+def grade_all(jobs: dict[str, tuple[Path, tuple[str, ...]]], folder: Path, cwd: Path | None = None) -> dict[str, dict]:
     """Grade many submissions, JOBS at a time; returns name -> report."""
     folder.mkdir(parents=True, exist_ok=True)
 
     def one(item: tuple[str, tuple[Path, tuple[str, ...]]]) -> tuple[str, dict]:
         name, (path, extra) = item
-        return name, grade(path, folder / f"{name}.json", *extra)
+        return name, grade(path, folder / f"{name}.json", *extra, cwd=cwd)
 
     with ThreadPoolExecutor(JOBS) as pool:
         return dict(pool.map(one, jobs.items()))

@@ -7,6 +7,7 @@ next test gets a fresh one, so one bad test never costs the others.
 
 from __future__ import annotations
 
+import secrets
 import signal
 import time
 from typing import Any
@@ -84,7 +85,7 @@ def describe_exit(code: int | None) -> str:
 class WorkerSession:
     """One submission's worker, restarted on demand after a kill."""
 
-    def __init__(self, backend: Backend, program: list[Chunk], startup_timeout: float = 60.0, max_starts: int = 8):
+    def __init__(self, backend: Backend, program: list[Chunk], startup_timeout: float = 30.0, max_starts: int = 8):
         self.backend = backend
         self.program = [{"where": c.where, "source": c.source} for c in program]
         self.startup_timeout = startup_timeout
@@ -100,6 +101,8 @@ class WorkerSession:
         self.loaded = False
         self.load_deadline = 0.0
         self.forbidden_seen: dict[str, set[str]] = {}  # request label -> forbidden APIs it ran
+        self.nonce = secrets.token_hex(16)  # frames that lack it were forged by student code
+        self.forged = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -116,7 +119,7 @@ class WorkerSession:
         self.loaded = False
         self.load_deadline = time.monotonic() + self.startup_timeout
         try:
-            write_frame(self.proc.send_fd, {"program": self.program, "threads": self.backend.limits.threads})
+            write_frame(self.proc.send_fd, {"program": self.program, "threads": self.backend.limits.threads, "nonce": self.nonce})
         except BrokenPipeError:
             pass  # reported by ensure() as a crash while loading
 
@@ -131,7 +134,10 @@ class WorkerSession:
         if self.loaded and self.ready is not None:
             return self.ready
         try:
-            header, tensors = self.reader.read(self.load_deadline)
+            while True:
+                header, tensors = self.reader.read(self.load_deadline)
+                if self.genuine(header):
+                    break
             self.ready = Ready.model_validate(decode(header, tensors))
             self.loaded = True
             return self.ready
@@ -171,10 +177,12 @@ class WorkerSession:
             write_frame(self.proc.send_fd, header, tensors)
             while True:
                 raw_header, raw_tensors = self.reader.read(deadline)
+                if not self.genuine(raw_header):
+                    continue
                 reply = Reply.model_validate(decode(raw_header, raw_tensors))
                 if reply.id == req.id:
                     break
-                # A stale or forged frame: a reply to nothing we asked. Ignore it.
+                # A stale frame: a reply to nothing we asked. Ignore it.
         except ChannelTimeout:
             self.stop()
             raise self.fail(WorkerTimeout(f"{label or op} did not finish within {timeout:.1f} s")) from None
@@ -199,6 +207,15 @@ class WorkerSession:
                 raise self.fail(WorkerOOM(f"your code ran out of memory: {reply.error.message[:300]}"))
             raise StudentError(reply.error, label or op)
         return reply
+
+    def genuine(self, header: dict[str, Any]) -> bool:
+        """Frames without the session nonce come from student code writing to the channel."""
+        if header.get("nonce") == self.nonce:
+            return True
+        self.forged += 1
+        if self.forged == 1:
+            self.events.append("forbidden access: your code wrote forged messages to the grader's channel; they were ignored")
+        return False
 
     def fail(self, exc: WorkerFailure) -> WorkerFailure:
         self.events.append(str(exc))

@@ -75,7 +75,7 @@ class OutputCapture:
     def drain(self, fd: int) -> threading.Thread:
         def run() -> None:
             with os.fdopen(fd, "rb", buffering=0) as stream:
-                while chunk := stream.read(1 << 16):
+                while chunk := stream.read(1 << 20):
                     with self.lock:
                         self.total += len(chunk)
                         room = self.cap - len(self.kept)

@@ -57,20 +57,22 @@ class Cgroup:
     def pids(self) -> list[int]:
         return [int(p) for p in (self.dirs["pids"] / "cgroup.procs").read_text().split()]
 
-    def destroy(self) -> None:
-        """Kill whatever is left in the group (daemons, double forks) and remove it."""
-        for _ in range(50):
-            left = self.pids()
-            if not left:
-                break
-            for pid in left:
+    def destroy(self, patience: float = 15.0) -> None:
+        """Kill whatever is left in the group (daemons, double forks, a fork bomb) and remove it.
+        A group can only be removed once its last process has fully exited."""
+        deadline = time.monotonic() + patience
+        remaining = dict(self.dirs)
+        while remaining and time.monotonic() < deadline:
+            for pid in self.pids() if "pids" in remaining else []:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            time.sleep(0.02)
-        for folder in self.dirs.values():
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
+            for controller, folder in list(remaining.items()):
+                try:
+                    folder.rmdir()
+                    del remaining[controller]
+                except OSError:
+                    pass
+            if remaining:
+                time.sleep(0.05)

@@ -1,0 +1,214 @@
+"""Hostile submissions under the default sandbox: each gets what its code earns, leaves no
+trace, never sees hidden material, and the report names what it tried."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from grader.sandbox import local_probe
+from tests.conftest import ROOT, failures, grade, grade_all, unit_scores, vitgrade
+from tests.corpus.hostile import ATTACKS, MONKEYPATCH, NAN_FLOOD, TARGET_TEST, IMPORT_AT
+from tests.corpus.mutants import MUTANTS
+
+pytestmark = pytest.mark.skipif(local_probe() is not None, reason=f"no local sandbox here: {local_probe()}")
+
+SENTINELS = ("HIDDEN-7c41e9d2", "REFERENCE-5be08f13")
+DAEMON_SECONDS = "86123"
+STARTUP_S, TEST_TIMEOUT_S, SLACK_S = 30, 20, 20
+
+
+class Listener:
+    """A TCP server on 127.0.0.1 that counts the connections it gets."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.accepted = 0
+        self.server.settimeout(0.2)
+        self.stop = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while not self.stop:
+            try:
+                conn, _ = self.server.accept()
+                self.accepted += 1
+                conn.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join()
+        self.server.close()
+
+
+def scratch_dirs() -> set[str]:
+    return {p.name for p in Path("/tmp").glob("vitgrade-*")}
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("hostile")
+    cwd = folder / "grader-cwd"
+    cwd.mkdir()
+    listener = Listener()
+    values = {"daemon_seconds": DAEMON_SECONDS, "grader_cwd": str(cwd), "course_root": str(ROOT), "port": str(listener.port)}
+    jobs = {}
+    for attack in ATTACKS:
+        path = folder / f"{attack.name}.py"
+        path.write_text(attack.source(**values))
+        jobs[attack.name] = (path, ())
+    bug = next(m for m in MUTANTS if m.name == "missing_scale")
+    honest = folder / "missing_scale.py"
+    honest.write_text(bug.source())
+    patched = folder / "missing_scale_patched.py"
+    patched.write_text(bug.source().replace(IMPORT_AT, IMPORT_AT + "".join(f"    {line}\n" for line in MONKEYPATCH.strip().splitlines()), 1))
+    nan = folder / "nan_flood.py"
+    nan.write_text(bug.source().replace("return attention @ v, attention", NAN_FLOOD))
+    jobs |= {"honest_bug": (honest, ()), "patched_bug": (patched, ()), "nan_flood": (nan, ())}
+    before = scratch_dirs()
+    reports = grade_all(jobs, folder / "reports", cwd=cwd)
+    listener.close()
+    yield reports, cwd, listener, before
+    
+
+@pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
+def test_attack_gets_what_its_code_earns(attacked, attack) -> None:
+    reports = attacked[0]
+    report = reports[attack.name]
+    assert report["status"] == "ok"
+    assert report["environment"]["isolation"]["backend"] == "local"
+    budget = STARTUP_S + TEST_TIMEOUT_S * len(report["tests"]) + SLACK_S
+    assert report["duration_s"] < budget
+    if attack.score is not None:
+        assert report["score"] == attack.score, failures(report)
+    assert report["score"] <= 18
+    if attack.status and attack.where == "import":
+        assert {t["status"] for t in report["tests"]} == {attack.status}, failures(report)
+    elif attack.status:
+        target = next(t for t in report["tests"] if t["name"] == TARGET_TEST)
+        assert target["status"] == attack.status, target
+        assert all(t["status"] == "passed" for t in report["tests"] if t is not target), failures(report)
+
+
+def test_reports_name_the_attack_class(attacked) -> None:
+    reports = attacked[0]
+    target = lambda name: next(t for t in reports[name]["tests"] if t["name"] == TARGET_TEST)["output"]
+    assert "did not finish within" in target("forward_hang")
+    assert "memory" in target("memory_bomb")
+    assert "SIGSEGV" in target("segfault")
+    assert "File too large" in target("disk_filler")
+    assert "memory" in target("memory_creep")
+    assert "sys.exit(3)" in target("sys_exit_in_forward")
+    assert "too large" in target("huge_output")
+    assert "exited with code 0" in reports["exit_at_import"]["tests"][0]["output"]
+    assert "loading your code took longer than" in reports["import_hang"]["tests"][0]["output"]
+    flood = reports["stdout_flood"]["student_output"]
+    assert flood["truncated"] and flood["total_bytes"] > 64 << 10 and len(flood["text"]) <= 64 << 10
+    notes = " ".join(d["reason"] for d in reports["forged_channel"]["diagnostics"])
+    assert "forged messages" in notes
+
+
+def test_no_hidden_text_reaches_any_report(attacked) -> None:
+    reports = attacked[0]
+    for name, report in reports.items():
+        text = json.dumps(report)
+        for sentinel in SENTINELS:
+            assert sentinel not in text, f"{name} leaked {sentinel}"
+    printed = reports["read_hidden_files"]["student_output"]["text"]
+    assert "HW4" not in printed or "test_cases" not in printed
+
+
+def test_forged_output_and_files_change_nothing(attacked) -> None:
+    reports, cwd = attacked[0], attacked[1]
+    assert reports["fake_report"]["score"] == 18 and '"score": 50' in reports["fake_report"]["student_output"]["text"]
+    for path in (cwd / "results.json", cwd.parent / "results.json", ROOT / "results.json", Path("/tmp/results.json")):
+        assert not path.exists(), f"{path} was written"
+    assert not Path("/autograder/results/results.json").exists()
+
+
+def test_no_network(attacked) -> None:
+    reports, _, listener, _ = attacked
+    assert listener.accepted == 0
+    assert reports["network"]["environment"]["isolation"]["network"].startswith("none")
+    assert "CONNECTED" not in reports["network"]["student_output"]["text"]
+
+
+def test_monkeypatching_the_checker_changes_nothing(attacked) -> None:
+    reports = attacked[0]
+    assert reports["patched_bug"]["score"] == reports["honest_bug"]["score"] < 18
+    assert unit_scores(reports["nan_flood"])["sdpa"][0] <= 1  # only the shape check can pass
+    assert any("nan" in t["output"] or "inf" in t["output"] for t in reports["nan_flood"]["tests"])
+
+
+def test_nothing_survives_grading(attacked) -> None:
+    before = attacked[3]
+    processes = subprocess.run(["ps", "-eo", "uid,args"], capture_output=True, text=True).stdout
+    assert DAEMON_SECONDS not in processes
+    assert not [line for line in processes.splitlines()[1:] if line.split()[0] == "65534"]
+    assert scratch_dirs() <= before, "a grading temp dir was left behind"
+    assert not [p for p in Path("/sys/fs/cgroup/pids").glob("vitgrade-*")]
+
+
+def zip_bomb(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("hw4_impl.ipynb", "w", force_zip64=True) as member:
+            block = b"\0" * (1 << 24)
+            for _ in range(40):  # 640 MiB of zeros, a few MiB compressed
+                member.write(block)
+    return path
+
+
+def many_entries(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(300):
+            archive.writestr(f"f{i}.txt", "x")
+    return path
+
+
+def giant_cell(path: Path) -> Path:
+    nbformat.write(new_notebook(cells=[new_code_cell("x = 1\n#" + "a" * (2 << 20)), new_code_cell("y = 2")]), path)
+    return path
+
+
+def oversize(path: Path) -> Path:
+    path = path.with_suffix(".ipynb")
+    path.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "pad": "a" * (21 << 20)}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (zip_bomb, "unpacks to more than"),
+        (many_entries, "entries, over the limit"),
+        (oversize, "over the limit of"),
+        (lambda p: (p.with_suffix(".ipynb").write_bytes(os.urandom(4096)), p.with_suffix(".ipynb"))[1], "not UTF-8"),
+        (lambda p: (p.with_suffix(".ipynb").write_text("[1, 2"), p.with_suffix(".ipynb"))[1], "not a readable Jupyter notebook"),
+    ],
+    ids=["zip_bomb", "zip_entries", "oversize_notebook", "binary_ipynb", "invalid_json"],
+)
+def test_bad_input_gets_an_error_report(tmp_path: Path, make, reason: str) -> None:
+    path = make(tmp_path / "bad.zip")
+    done = vitgrade("grade", str(path))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["status"] == "error" and reason in report["error"] and "\n" not in report["error"]
+
+
+def test_giant_cell_is_skipped_and_the_rest_graded(tmp_path: Path) -> None:
+    report = grade(giant_cell(tmp_path / "giant.ipynb"), tmp_path / "r.json")
+    assert report["status"] == "ok"
+    assert any(d["where"] == "cell 1" and "larger than" in d["reason"] for d in report["diagnostics"])
