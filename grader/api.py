@@ -15,7 +15,15 @@ test), `seed` and `rng` (this run's seed, and a generator derived from it and th
 """
 
 from .runner.cases import UNITS, VISIBILITIES, case
-from .runner.judge import GradingFailure, describe, expect, expect_close, expect_shape, expect_tensor, expect_tensors
+from .runner.judge import (
+    GradingFailure,
+    describe,
+    expect,
+    expect_close,
+    expect_shape,
+    expect_tensor,
+    expect_tensors,
+)
 from .runner.policy import forbidden_uses
 from .runner.probes import perturbed, shuffle_patches
 from .runner.student import ModuleInfo, RemoteModule, Result, Student

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 
 from . import __version__
 
+if TYPE_CHECKING:
+    from .report.models import Report
+
+ISO_FORMATS = ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]
+THREADS = click.option("--threads", type=int, default=1, show_default=True, help="torch threads for grading")
 BACKEND = click.option(
     "--backend",
     default="auto",
@@ -30,14 +37,19 @@ def write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def run_grade(submission: Path, suite: str, seed: int | None, backend: str):  # type: ignore[no-untyped-def]
+def run_grade(submission: Path, suite: str, seed: int | None, backend: str, threads: int = 1, **course: Any) -> Report:
+    import torch
+
     from .runner.engine import grade
     from .runner.suite import SuiteError
+    from .sandbox import Limits
 
+    torch.set_num_threads(threads)
     try:
-        return grade(submission, suite, seed=seed, backend=backend)
-    except (SuiteError, ValueError) as exc:
+        return grade(submission, suite, seed=seed, backend=backend, limits=Limits(threads=threads), **course)
+    except (SuiteError, ValueError, RuntimeError) as exc:
         fail(str(exc))
+        raise  # unreachable: fail() exits
 
 
 @click.group()
@@ -69,12 +81,27 @@ def check(notebook: Path, json_path: Path | None, backend: str) -> None:
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="write the report here instead of stdout")
 @click.option("--format", "fmt", type=click.Choice(["native", "gradescope"]), default="native", show_default=True)
 @click.option("--seed", type=int, help="reproduce a run: the seed recorded in its report")
+@click.option("--student", help="the student's id, recorded in the report")
+@click.option("--submitted-at", type=click.DateTime(ISO_FORMATS), help="submission time (ISO 8601), for the late penalty")
+@click.option("--due", type=click.DateTime(ISO_FORMATS), help="due date (ISO 8601); overrides the suite's [course] due")
+@THREADS
 @BACKEND
-def grade(submission: Path, suite: str, json_path: Path | None, fmt: str, seed: int | None, backend: str) -> None:
+def grade(
+    submission: Path,
+    suite: str,
+    json_path: Path | None,
+    fmt: str,
+    seed: int | None,
+    student: str | None,
+    submitted_at: datetime | None,
+    due: datetime | None,
+    threads: int,
+    backend: str,
+) -> None:
     """Grade SUBMISSION (.ipynb, .py or the course zip) and emit a JSON score report."""
     from .report.export import gradescope_json, native
 
-    report = run_grade(submission, suite, seed, backend)
+    report = run_grade(submission, suite, seed, backend, threads, student=student, submitted_at=submitted_at, due=due)
     text = gradescope_json(report) if fmt == "gradescope" else native(report)
     if json_path:
         write(json_path, text)
@@ -103,3 +130,102 @@ def doctor() -> None:
 
     for name, ok, detail in checks():
         click.echo(f"{'ok ' if ok else 'no '} {name:28s} {detail}")
+
+
+@main.command()
+@click.option("--suite", default="full", show_default=True, help="the suite whose [train] settings to calibrate")
+@click.option("--seeds", type=int, default=20, show_default=True, help="how many seeds to train the reference on")
+@click.option("--first-seed", type=int, default=1000, show_default=True)
+@click.option("--jobs", type=int, default=2, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="also write the figures as JSON")
+def calibrate(suite: str, seeds: int, first_seed: int, jobs: int, out: Path | None) -> None:
+    """Train the reference on many seeds with the training check's settings; print its accuracy
+    distribution and the estimated false-fail rate of each threshold."""
+    from .runner.calibrate import calibrate as run
+    from .runner.suite import SuiteError, resolve
+
+    try:
+        chosen = resolve(suite)
+    except SuiteError as exc:
+        fail(str(exc))
+    if chosen.reference is None or "train" not in chosen.config:
+        fail(f"the {suite} suite has no reference or no [train] settings to calibrate")
+    if seeds < 20:
+        fail("calibrate needs at least 20 seeds")
+    result = run(chosen.reference, chosen.config["train"], list(range(first_seed, first_seed + seeds)), jobs)
+    summary = result.summary()
+    click.echo(json.dumps(summary, indent=2))
+    if out:
+        write(out, json.dumps({**summary, "accuracies": result.accuracies}, indent=2))
+
+
+@main.command()
+@click.argument("submissions", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="folder for reports/, CSVs, plots and summary")
+@click.option("--suite", default="full", show_default=True)
+@click.option("--jobs", type=int, default=1, show_default=True, help="submissions graded in parallel")
+@click.option("--seed", type=int, help="one seed for every submission (default: derived from each submission's content)")
+@click.option("--due", type=click.DateTime(ISO_FORMATS), help="due date for the late penalty")
+@click.option("--times", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV of student,submitted_at")
+@click.option("--budget", type=float, default=900.0, show_default=True, help="seconds one submission may take in all")
+@click.option("--assignment", default="HW4 Implementation", show_default=True, help="the gradebook column / item name")
+@click.option("--force", is_flag=True, help="regrade submissions that are already graded")
+@BACKEND
+def batch(submissions: Path, out: Path, suite: str, jobs: int, seed: int | None, due: datetime | None, times: Path | None,
+          budget: float, assignment: str, force: bool, backend: str) -> None:  # fmt: skip
+    """Grade every submission in SUBMISSIONS (a folder of files, one folder per student, or a
+    Gradescope export) in parallel; write per-student reports and the class's gradebook files."""
+    from .batch.discover import discover
+    from .batch.run import Options, run
+    from .report.gradebook import export_all
+    from .runner.suite import SuiteError, resolve
+    from .sandbox import choose
+
+    try:
+        version = resolve(suite).version
+        entries = discover(submissions, times)
+    except (SuiteError, ValueError) as exc:
+        fail(str(exc))
+    if not entries:
+        fail(f"no submissions found in {submissions}")
+    options = Options(suite, version, max(1, jobs), choose(backend), seed, due, budget, force)
+    reports, graded = run(entries, out, options)
+    summary = export_all(reports, out, assignment, max((r["max_score"] for r in reports.values()), default=50.0) or 50.0)
+    click.echo(f"{len(reports)} submissions ({graded} graded now), mean {summary['mean']:.2f}, median {summary['median']:.2f} -> {out}")
+
+
+@main.group("gradescope")
+def gradescope_group() -> None:
+    """The Gradescope autograder: build the bundle, or run inside it."""
+
+
+@gradescope_group.command("build")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("autograder.zip"), show_default=True)
+def gradescope_build(out: Path) -> None:
+    """Write the autograder zip (setup.sh, run_autograder, engine, suites, reference)."""
+    from .lms.gradescope import build
+    from .runner.suite import course_root
+
+    names = build(course_root(), out)
+    click.echo(f"wrote {out} ({len(names)} files)")
+
+
+@gradescope_group.command("run")
+@click.option("--root", type=click.Path(path_type=Path), default=Path("/autograder"), show_default=True)
+@BACKEND
+def gradescope_run(root: Path, backend: str) -> None:
+    """Grade ROOT/submission and write ROOT/results/results.json (what run_autograder calls)."""
+    from .lms.gradescope import run
+
+    click.echo(f"wrote {run(root, backend)}")
+
+
+@main.command("student-kit")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("kit.zip"), show_default=True)
+def student_kit(out: Path) -> None:
+    """Write the student kit: template notebook, public suite and fixtures, instructions."""
+    from .lms.kit import build
+    from .runner.suite import course_root
+
+    names = build(course_root(), out)
+    click.echo(f"wrote {out} ({len(names)} files)")

@@ -33,6 +33,7 @@ from .protocol import (
     encode,
     write_frame,
 )
+from .training import predict, train
 
 SDPA = "scaled_dot_product_attention"
 OOM_MARKERS = ("can't allocate memory", "DefaultCPUAllocator", "out of memory")
@@ -229,39 +230,6 @@ class Worker:
             payload = {"nonce": self.nonce, "id": reply.id, "ok": False, "result": None, "error": error_info(exc).model_dump()}
             tensors = {}
         write_frame(self.chan_out, payload, tensors)
-
-
-def train(
-    model: Any,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    seed: int,
-) -> dict[str, Any]:
-    """The grader's own training loop (seeded AdamW, fixed step budget) on the student's model."""
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    model.train()
-    losses = []
-    for _ in range(steps):
-        batch = torch.randint(0, images.shape[0], (batch_size,), generator=generator)
-        loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    return {"losses": torch.tensor(losses)}
-
-
-@torch.no_grad()
-def predict(model: Any, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Class predictions only: the labels stay on the trusted side."""
-    model.eval()
-    return torch.cat([model(images[i : i + batch_size]).argmax(-1) for i in range(0, images.shape[0], batch_size)])
 
 
 def shape_of(x: Any) -> tuple[int, ...]:

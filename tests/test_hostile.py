@@ -17,7 +17,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from grader.sandbox import local_probe
 from tests.conftest import ROOT, failures, grade, grade_all, unit_scores, vitgrade
-from tests.corpus.hostile import ATTACKS, MONKEYPATCH, NAN_FLOOD, TARGET_TEST, IMPORT_AT
+from tests.corpus.hostile import ATTACKS, IMPORT_AT, MONKEYPATCH, NAN_FLOOD, TARGET_TEST
 from tests.corpus.mutants import MUTANTS
 
 REASON = local_probe()
@@ -85,7 +85,7 @@ def attacked(tmp_path_factory: pytest.TempPathFactory):
     reports = grade_all(jobs, folder / "reports", cwd=cwd)
     listener.close()
     yield reports, cwd, listener, before
-    
+
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
 def test_attack_gets_what_its_code_earns(attacked, attack) -> None:

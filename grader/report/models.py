@@ -21,6 +21,16 @@ class SubmissionInfo(Strict):
     path: str
     sha256: str | None = None
     kind: Literal["ipynb", "py", "zip"] | None = None
+    student: str | None = None
+    submitted_at: str | None = None  # ISO 8601, from the LMS export or a times CSV
+
+
+class Adjustment(Strict):
+    """One course-policy penalty: a fraction of the test score, with its reason."""
+
+    reason: str
+    fraction: float
+    points: float = 0.0
 
 
 class SuiteInfo(Strict):
@@ -72,8 +82,10 @@ class Report(Strict):
     error: str | None = None  # one line, when no test could run at all
     submission: SubmissionInfo
     suite: SuiteInfo
-    score: float = 0.0
+    score: float = 0.0  # after adjustments
     max_score: float = 0.0
+    tests_score: float = 0.0  # the sum of the tests' scores, before adjustments
+    adjustments: list[Adjustment] = Field(default_factory=list)
     seed: int
     duration_s: float = 0.0
     environment: Environment

@@ -5,15 +5,24 @@ from __future__ import annotations
 import platform
 import secrets
 import time
+from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from .. import __version__
 from ..protocol import Diagnostic
-from ..report.models import Environment, IsolationInfo, Report, StudentOutput, SubmissionInfo, SuiteInfo
+from ..report.models import (
+    Environment,
+    IsolationInfo,
+    Report,
+    StudentOutput,
+    SubmissionInfo,
+    SuiteInfo,
+)
 from ..sandbox import Limits, make_backend
 from ..submission import SubmissionError, load
+from .course import adjustments, apply, parse_time
 from .plugin import run_suite
 from .session import WorkerSession
 from .suite import Suite, SuiteError, resolve
@@ -38,11 +47,11 @@ def choose_seed(suite: Suite, seed: int | None) -> int:
     return secrets.randbelow(2**31)
 
 
-def error_report(path: Path, suite: SuiteInfo, seed: int, reason: str, started: float) -> Report:
+def error_report(path: Path, suite: SuiteInfo, seed: int, reason: str, started: float, student: str | None) -> Report:
     return Report(
         status="error",
         error=reason,
-        submission=SubmissionInfo(path=path.name),
+        submission=SubmissionInfo(path=path.name, student=student),
         suite=suite,
         seed=seed,
         duration_s=round(time.monotonic() - started, 3),
@@ -56,8 +65,12 @@ def grade(
     seed: int | None = None,
     backend: str = "auto",
     limits: Limits | None = None,
+    student: str | None = None,
+    submitted_at: datetime | None = None,
+    due: datetime | None = None,
 ) -> Report:
-    """Grade one submission. Raises SuiteError only when the suite itself is unusable."""
+    """Grade one submission. Raises SuiteError only when the suite itself is unusable.
+    submitted_at and due (else the suite's [course] due) drive the late penalty."""
     started = time.monotonic()
     path = Path(path)
     suite = resolve(suite_spec)
@@ -66,7 +79,7 @@ def grade(
     try:
         extracted = load(path)
     except SubmissionError as exc:
-        return error_report(path, suite_info, seed, str(exc), started)
+        return error_report(path, suite_info, seed, str(exc), started, student)
     protected = [*suite.dirs, *([suite.reference.parent] if suite.reference else [])]
     sandbox = make_backend(backend, limits, protected)
     session = WorkerSession(sandbox, extracted.chunks)
@@ -83,11 +96,23 @@ def grade(
         diagnostics += session.ready.diagnostics
     diagnostics += [Diagnostic(where="worker", action="note", reason=event[:2000]) for event in session.events]
     iso = sandbox.isolation()
+    tests_score = round(sum(r.score for r in results), 4)
+    course = suite.config.get("course", {})
+    due = due or parse_time(course.get("due"))
+    score, items = apply(tests_score, adjustments(extracted, course, submitted_at, due))
     return Report(
-        submission=SubmissionInfo(path=path.name, sha256=extracted.sha256, kind=extracted.kind),
+        submission=SubmissionInfo(
+            path=path.name,
+            sha256=extracted.sha256,
+            kind=extracted.kind,
+            student=student,
+            submitted_at=submitted_at.isoformat() if submitted_at else None,
+        ),
         suite=suite_info,
-        score=round(sum(r.score for r in results), 4),
+        score=score,
         max_score=round(sum(r.max_score for r in results), 4),
+        tests_score=tests_score,
+        adjustments=items,
         seed=seed,
         duration_s=round(time.monotonic() - started, 3),
         environment=environment(IsolationInfo(**iso.__dict__)),

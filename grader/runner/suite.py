@@ -31,13 +31,23 @@ class Suite:
     fixed_seed: int | None = None  # a suite with precomputed fixtures grades with a fixed seed
 
 
+BUNDLED_PUBLIC = Path(__file__).resolve().parents[1] / "public_suite"  # in an installed wheel
+
+
 def course_root() -> Path:
     """The checkout holding test_cases/ and reference/: $VITGRADE_COURSE, else next to grader/."""
     env = os.environ.get("VITGRADE_COURSE")
-    root = Path(env) if env else Path(__file__).resolve().parents[2]
-    if not (root / "test_cases").is_dir():
-        raise SuiteError(f"no test_cases/ folder under {root}; set VITGRADE_COURSE to the course folder")
-    return root
+    return Path(env) if env else Path(__file__).resolve().parents[2]
+
+
+def suite_dir(name: str) -> Path:
+    """test_cases/<name> of the course checkout; a pip-installed vitgrade carries only `public`."""
+    folder = course_root() / "test_cases" / name
+    if folder.is_dir():
+        return folder
+    if name == "public" and BUNDLED_PUBLIC.is_dir():
+        return BUNDLED_PUBLIC
+    raise SuiteError(f"no {name} suite here (looked in {folder}); set VITGRADE_COURSE to the course folder")
 
 
 def read_dir(path: Path) -> tuple[dict[str, Any], Path]:
@@ -61,8 +71,7 @@ def content_hash(dirs: list[Path]) -> str:
 def resolve(spec: str) -> Suite:
     """'public', 'full' or a folder path."""
     if spec in {"public", "full", "hidden"}:
-        root = course_root() / "test_cases"
-        dirs = [root / "public", root / "hidden"] if spec == "full" else [root / spec]
+        dirs = [suite_dir("public"), suite_dir("hidden")] if spec == "full" else [suite_dir(spec)]
     else:
         dirs = [Path(spec)]
     configs = [read_dir(d.resolve()) for d in dirs]

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Callable
 
 from . import cgroups
-from .base import BOOT, Backend, Isolation, Limits, OutputCapture, WorkerProcess, python_paths, scrubbed_env
+from .base import (
+    BOOT,
+    Backend,
+    Isolation,
+    Limits,
+    OutputCapture,
+    WorkerProcess,
+    python_paths,
+    scrubbed_env,
+)
 from .process import rlimit_setter
 
 UNPRIVILEGED = 65534  # nobody

@@ -4,7 +4,15 @@ and masks passed through MultiHeadSelfAttention and TransformerBlock."""
 
 import torch
 
-from grader.api import case, describe, expect, expect_close, expect_shape, expect_tensors, perturbed
+from grader.api import (
+    case,
+    describe,
+    expect,
+    expect_close,
+    expect_shape,
+    expect_tensors,
+    perturbed,
+)
 
 SDPA = "scaled_dot_product_attention"
 

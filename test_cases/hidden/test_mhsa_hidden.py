@@ -4,7 +4,16 @@ transplant equality, permutation equivariance, batch independence, no forbidden 
 
 import torch
 
-from grader.api import case, describe, expect, expect_close, expect_shape, mhsa_mappings, perturbed, search_transplant
+from grader.api import (
+    case,
+    describe,
+    expect,
+    expect_close,
+    expect_shape,
+    mhsa_mappings,
+    perturbed,
+    search_transplant,
+)
 
 FORBIDDEN_TYPES = ("MultiheadAttention", "TransformerEncoder", "TransformerEncoderLayer")
 

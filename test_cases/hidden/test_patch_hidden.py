@@ -3,7 +3,15 @@
 
 import torch
 
-from grader.api import case, describe, expect, expect_close, expect_shape, patch_mappings, search_transplant
+from grader.api import (
+    case,
+    describe,
+    expect,
+    expect_close,
+    expect_shape,
+    patch_mappings,
+    search_transplant,
+)
 
 CONFIGS = ((16, 4, 3, 24), (32, 8, 1, 16), (12, 3, 2, 10))
 

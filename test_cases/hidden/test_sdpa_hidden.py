@@ -5,7 +5,14 @@ import math
 
 import torch
 
-from grader.api import case, describe, expect, expect_close, expect_shape, expect_tensors
+from grader.api import (
+    case,
+    describe,
+    expect,
+    expect_close,
+    expect_shape,
+    expect_tensors,
+)
 
 SDPA = "scaled_dot_product_attention"
 

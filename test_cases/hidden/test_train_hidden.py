@@ -7,7 +7,6 @@ import torch
 
 from grader.api import arrangement_task, case, expect
 
-CONFIG = (16, 4, 3, 32, 4, 64, 2, 4, 0.0)
 RUNS: dict[tuple[int, int], float] = {}
 
 
@@ -15,11 +14,12 @@ def accuracy(student, seed, suite_config):
     """Train once per run and worker; both credit tiers read the same result."""
     key = (id(student.session), seed)
     if key not in RUNS:
-        steps = int(suite_config["train"]["steps"])
-        images, labels = arrangement_task(4096, seed=seed)
-        held_out, truth = arrangement_task(512, seed=seed + 1)
-        model = student.build("VisionTransformer", *CONFIG, seed=seed)
-        model.fit(images, labels, steps=steps, batch_size=64, lr=2e-3, weight_decay=0.01, seed=seed)
+        s = suite_config["train"]
+        images, labels = arrangement_task(int(s["train_images"]), seed=seed)
+        held_out, truth = arrangement_task(int(s["held_out_images"]), seed=seed + 1)
+        model = student.build("VisionTransformer", *s["model"], seed=seed)
+        model.fit(images, labels, steps=int(s["steps"]), batch_size=int(s["batch_size"]), lr=float(s["lr"]),
+                  weight_decay=float(s["weight_decay"]), seed=seed)
         predictions = model.predict(held_out)
         expect(isinstance(predictions, torch.Tensor) and predictions.shape == truth.shape, "the model's predictions have the wrong shape")
         RUNS[key] = float((predictions == truth).float().mean())

@@ -1,6 +1,13 @@
 """Public tests of MultiHeadSelfAttention."""
 
-from grader.api import case, describe, expect, expect_shape, mhsa_mappings, search_transplant
+from grader.api import (
+    case,
+    describe,
+    expect,
+    expect_shape,
+    mhsa_mappings,
+    search_transplant,
+)
 
 DIM, HEADS = 32, 4
 

@@ -1,6 +1,5 @@
 """Public tests of PatchEmbedding."""
 
-import torch
 
 from grader.api import case, describe, expect_shape, patch_mappings, search_transplant
 

@@ -1,6 +1,13 @@
 """Public tests of scaled_dot_product_attention, against fixtures precomputed from the reference."""
 
-from grader.api import case, describe, expect, expect_close, expect_shape, expect_tensors
+from grader.api import (
+    case,
+    describe,
+    expect,
+    expect_close,
+    expect_shape,
+    expect_tensors,
+)
 
 SDPA = "scaled_dot_product_attention"
 

@@ -1,4 +1,4 @@
-"""Regenerate the public suite's fixtures from the reference: `python test_cases/public/build_fixtures.py`.
+"""Regenerate the public suite's fixtures from the reference: `python test_cases/build_public_fixtures.py`.
 
 Inputs are fixed (seed 0) and every bias is zero, so a student module with or without biases can
 be compared with the same stored output. The hidden suite uses live, freshly seeded inputs instead.
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent / "public"
 REFERENCE = HERE.parents[1] / "reference" / "vit.py"
 
 

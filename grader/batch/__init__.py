@@ -1,0 +1,1 @@
+"""Batch grading for instructors: discovery of a class's submissions and parallel, resumable runs."""

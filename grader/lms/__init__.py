@@ -1,0 +1,1 @@
+"""LMS integration: the Gradescope autograder bundle and the student kit."""

@@ -1,0 +1,68 @@
+"""`vitgrade calibrate`: the reference's accuracy distribution under the training check.
+
+It runs exactly what the hidden suite's training case runs (grader.training on the synthetic
+task, with the suite's [train] settings), on many seeds, in parallel processes, and estimates
+how often the reference itself would fall below each threshold.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..training import predict, train
+from .plugin import load_reference
+from .tasks import arrangement_task
+
+
+@dataclass
+class Calibration:
+    accuracies: list[float]
+    thresholds: dict[str, float]
+
+    def summary(self) -> dict[str, Any]:
+        mean, sd = statistics.mean(self.accuracies), statistics.pstdev(self.accuracies)
+        out: dict[str, Any] = {
+            "seeds": len(self.accuracies),
+            "mean": round(mean, 4),
+            "stdev": round(sd, 4),
+            "min": min(self.accuracies),
+            "max": max(self.accuracies),
+        }
+        for name, threshold in self.thresholds.items():
+            below = sum(a < threshold for a in self.accuracies)
+            # Normal fit of the reference's accuracy: P(acc < threshold); floored for a zero spread.
+            z = (mean - threshold) / max(sd, 1e-3)
+            out[name] = {
+                "threshold": threshold,
+                "observed_fails": below,
+                "normal_fit_fail_rate": float(0.5 * math.erfc(z / math.sqrt(2))),
+                "threshold_for_1_in_1000": round(mean - 3.09 * sd, 4),
+            }
+        return out
+
+
+def one_run(reference: str, settings: dict[str, Any], seed: int) -> float:
+    """One training check of the reference, as the hidden case does it for a student."""
+    torch.set_num_threads(1)
+    module = load_reference(Path(reference))
+    images, labels = arrangement_task(int(settings["train_images"]), seed=seed)
+    held_out, truth = arrangement_task(int(settings["held_out_images"]), seed=seed + 1)
+    torch.manual_seed(seed)
+    model = module.VisionTransformer(*settings["model"])
+    train(model, images, labels, int(settings["steps"]), int(settings["batch_size"]), float(settings["lr"]),
+          float(settings["weight_decay"]), seed)  # fmt: skip
+    return float((predict(model, held_out, 256) == truth).float().mean())
+
+
+def calibrate(reference: Path, settings: dict[str, Any], seeds: list[int], jobs: int) -> Calibration:
+    with ProcessPoolExecutor(jobs) as pool:
+        accuracies = list(pool.map(one_run, [str(reference)] * len(seeds), [settings] * len(seeds), seeds))
+    thresholds = {k: float(settings[k]) for k in ("half_credit", "full_credit") if k in settings}
+    return Calibration(accuracies, thresholds)

@@ -1,0 +1,150 @@
+"""Batch grading of a class, course policy, and the gradebook files, through the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from grader.batch.discover import discover
+from tests.conftest import CORRECT, ROOT, vitgrade
+from tests.corpus.hostile import ATTACKS
+from tests.corpus.mutants import MUTANTS
+from tests.notebooks import write_course_zip, write_notebook
+
+QUICK_ATTACKS = ("exit_at_import", "segfault", "fake_report", "forged_channel", "sys_exit_in_forward", "huge_output")
+
+
+def malformed(folder: Path) -> None:
+    (folder / "bad01.ipynb").write_text("{not json")
+    (folder / "bad02.ipynb").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    (folder / "bad03.ipynb").write_text(json.dumps({"cells": "nope", "nbformat": 4, "nbformat_minor": 5}))
+    (folder / "bad04.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    (folder / "bad05.py").write_bytes("x = 'caf\xe9'".encode("latin-1"))
+    (folder / "bad06.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+
+
+@pytest.fixture(scope="module")
+def klass(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    folder = tmp_path_factory.mktemp("class")
+    subs = folder / "submissions"
+    subs.mkdir()
+    for i, style in enumerate(CORRECT):
+        shutil.copy(style, subs / f"ok{i:02d}.py")
+    for i, mutant in enumerate(MUTANTS[:10]):
+        (subs / f"bug{i:02d}.py").write_text(mutant.source())
+    values = {"daemon_seconds": "1", "grader_cwd": str(folder), "course_root": str(ROOT), "port": "9"}
+    for i, attack in enumerate(a for a in ATTACKS if a.name in QUICK_ATTACKS):
+        (subs / f"evil{i:02d}.py").write_text(attack.source(**values))
+    malformed(subs)
+    out = folder / "out"
+    done = vitgrade("batch", str(subs), "--out", str(out), "--suite", "public", "--jobs", "2", timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return subs, out, {p.stem: json.loads(p.read_text()) for p in (out / "reports").glob("*.json")}
+
+
+def test_batch_grades_every_submission(klass) -> None:
+    subs, out, reports = klass
+    assert len(reports) == len(list(subs.iterdir())) >= 30
+    assert all(reports[f"ok{i:02d}"]["score"] == 18 for i in range(len(CORRECT)))
+    assert all(r["status"] == "error" for s, r in reports.items() if s.startswith("bad0") and s != "bad06")
+    assert reports["bad06"]["status"] == "ok" and reports["bad06"]["score"] == 0
+    for name in ("scores.csv", "stats.json", "histogram.png", "tests.png", "summary.md", "canvas.csv", "brightspace.csv", "grades.csv"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "histogram.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_batch_report_equals_single_grade(klass, tmp_path: Path) -> None:
+    subs, _, reports = klass
+    for student in ("ok01", "bug03", "evil02", "bad01"):
+        report = reports[student]
+        single = tmp_path / f"{student}.json"
+        path = next(subs.glob(f"{student}.*"))
+        done = vitgrade("grade", str(path), "--suite", "public", "--seed", str(report["seed"]), "--student", student, "--json", str(single))
+        assert done.returncode == 0, done.stderr
+        mine = json.loads(single.read_text())
+        for r in (mine, report):
+            r["duration_s"] = 0
+            for t in r["tests"]:
+                t["duration_s"] = 0
+        assert mine == report, student
+
+
+def test_rerun_grades_nothing_new(klass) -> None:
+    subs, out, _ = klass
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "reports").iterdir()}
+    done = vitgrade("batch", str(subs), "--out", str(out), "--suite", "public", "--jobs", "2")
+    assert done.returncode == 0, done.stderr
+    assert "(0 graded now)" in done.stdout
+    assert before == {p.name: p.stat().st_mtime_ns for p in (out / "reports").iterdir()}
+
+
+def test_gradebook_formats(klass) -> None:
+    _, out, reports = klass
+    rows = list(csv.reader((out / "canvas.csv").open()))
+    assert rows[0] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", "HW4 Implementation"]
+    assert rows[1] == ["Points Possible", "", "", "", "", "18"]
+    assert {r[3]: float(r[5]) for r in rows[2:]} == {s: r["score"] for s, r in reports.items()}
+    rows = list(csv.reader((out / "brightspace.csv").open()))
+    assert rows[0] == ["OrgDefinedId", "HW4 Implementation Points Grade", "End-of-Line Indicator"]
+    assert all(len(r) == 3 and r[2] == "#" for r in rows[1:])
+    assert {r[0]: float(r[1]) for r in rows[1:]} == {s: r["score"] for s, r in reports.items()}
+    scores = list(csv.DictReader((out / "scores.csv").open()))
+    assert len(scores) == len(reports) and len(scores[0]) == 5 + 18
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["submissions"] == len(reports) and 0 < stats["mean"] < 18 and len(stats["pass_rate"]) == 18
+    summary = (out / "summary.md").read_text()
+    assert "Most-failed tests" in summary and "bad01" in summary
+
+
+def test_discovery_layouts(tmp_path: Path) -> None:
+    nb = write_notebook((ROOT / "tests/corpus/correct/chunk_colab.py").read_text(), tmp_path / "nb.ipynb")
+    per_student = tmp_path / "per_student"
+    for netid in ("ab1", "cd2"):
+        (per_student / netid).mkdir(parents=True)
+        shutil.copy(nb, per_student / netid / "hw4_impl.ipynb")
+        (per_student / netid / "notes.txt").write_text("x")
+    assert [(e.student, e.path.name) for e in discover(per_student)] == [("ab1", "hw4_impl.ipynb"), ("cd2", "hw4_impl.ipynb")]
+    export = tmp_path / "assignment_1_export"
+    for sub, netid in (("submission_111", "ef3"), ("submission_222", "gh4")):
+        (export / sub).mkdir(parents=True)
+        write_course_zip(nb, export / sub / f"{netid}.zip")
+    (export / "submission_metadata.yml").write_text(
+        "submission_111:\n  :submitters:\n  - :name: E F\n    :sid: ef3\n    :email: ef3@nyu.edu\n"
+        "  :created_at: 2025-11-21 23:58:00.000000000 -05:00\n"
+        "submission_222:\n  :submitters:\n  - :name: G H\n    :email: gh4@nyu.edu\n"
+        "  :created_at: 2025-11-23 08:00:00.000000000 -05:00\n"
+    )
+    entries = discover(tmp_path / "assignment_1_export")
+    assert [e.student for e in entries] == ["ef3", "gh4"]
+    assert entries[1].submitted_at is not None and entries[1].submitted_at.tzinfo is not None
+    times = tmp_path / "times.csv"
+    times.write_text("student,submitted_at\nab1,2025-11-22T12:00:00+00:00\n")
+    stamped = {e.student: e.submitted_at for e in discover(per_student, times)}
+    assert stamped["ab1"] == datetime(2025, 11, 22, 12, tzinfo=timezone.utc) and stamped["cd2"] is None
+
+
+def test_course_policy_adjustments(tmp_path: Path) -> None:
+    nb = write_notebook((ROOT / "tests/corpus/correct/chunk_colab.py").read_text(), tmp_path / "nb.ipynb")
+    late = write_course_zip(nb, tmp_path / "late.zip", name="homework.ipynb")
+    out = tmp_path / "r.json"
+    done = vitgrade("grade", str(late), "--submitted-at", "2025-11-23T09:00:00-05:00", "--due", "2025-11-21T23:59:00-05:00", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    reasons = {a["reason"].split(" (")[0]: a for a in report["adjustments"]}
+    assert reasons["2 day(s) late"]["fraction"] == 0.2
+    assert reasons["wrong file names or extra files in the zip"]["fraction"] == 0.1
+    assert report["tests_score"] == 18 and report["score"] == pytest.approx(18 * 0.7)
+    assert sum(a["points"] for a in report["adjustments"]) == pytest.approx(-18 * 0.3)
+    too_late = json.loads(vitgrade("grade", str(nb), "--submitted-at", "2025-12-01T00:00:00-05:00", "--due", "2025-11-21T23:59:00-05:00").stdout)
+    assert too_late["score"] == 0 and "not accepted" in too_late["adjustments"][0]["reason"]
+    broken = tmp_path / "broken.ipynb"
+    text = json.loads(nb.read_text())
+    text["cells"].append({"cell_type": "code", "execution_count": None, "id": "x1", "metadata": {}, "outputs": [], "source": "image_size = # TODO"})
+    broken.write_text(json.dumps(text))
+    report = json.loads(vitgrade("grade", str(broken)).stdout)
+    assert report["adjustments"][0]["fraction"] == 0.2 and "cannot be executed" in report["adjustments"][0]["reason"]
