@@ -11,9 +11,11 @@
 Fixtures available to every case: `student` (the submission, in its worker), `source` (the
 extracted code, as data, for static checks), `fixtures` (the safetensors files next to the
 test), `seed` and `rng` (this run's seed, and a generator derived from it and the test's name),
-`suite_config`, and `reference` in suites that declare one.
+`checkpoint` (best_model.pth bytes from a zip, or None), `suite_config`, and `reference` in
+suites that declare one.
 """
 
+from .runner import cifar
 from .runner.cases import UNITS, VISIBILITIES, case
 from .runner.judge import (
     GradingFailure,
@@ -23,6 +25,7 @@ from .runner.judge import (
     expect_shape,
     expect_tensor,
     expect_tensors,
+    inform,
 )
 from .runner.policy import forbidden_uses
 from .runner.probes import perturbed, shuffle_patches
@@ -34,6 +37,7 @@ from .runner.transplant import search as search_transplant
 __all__ = [
     "UNITS",
     "arrangement_task",
+    "cifar",
     "forbidden_uses",
     "mhsa_mappings",
     "patch_mappings",
@@ -53,4 +57,5 @@ __all__ = [
     "expect_shape",
     "expect_tensor",
     "expect_tensors",
+    "inform",
 ]

@@ -182,6 +182,8 @@ Op = Literal[
     "mode",  # train() / eval()
     "train",  # the grader's own training loop on given data
     "predict",  # argmax predictions of a handle on given images
+    "value",  # a literal top-level value of the submission (a hyper-parameter)
+    "load_checkpoint",  # load a state_dict from checkpoint bytes, weights-only
     "free",  # drop a handle
 ]
 

@@ -33,7 +33,8 @@ def test_solved_notebook_scores_full_marks(reports: dict[str, dict]) -> None:
     report = reports["solved_full"]
     assert report["max_score"] == 50, "the suites are worth 50 implementation points"
     assert report["score"] == 50, failures(report)
-    assert {t["status"] for t in report["tests"]} == {"passed"}
+    assert {t["status"] for t in report["tests"] if t["max_score"] > 0} == {"passed"}
+    assert {t["status"] for t in report["tests"] if t["max_score"] == 0} == {"skipped"}  # no CIFAR folder configured
     assert set(unit_scores(report)) == {"sdpa", "mask", "patch", "mhsa", "block", "vit", "train", "policy"}
     jsonschema.validate(report, REPORT_SCHEMA)
 
@@ -41,7 +42,7 @@ def test_solved_notebook_scores_full_marks(reports: dict[str, dict]) -> None:
 def test_blank_template_scores_zero_without_tracebacks(reports: dict[str, dict]) -> None:
     report = reports["blank_full"]
     assert report["status"] == "ok" and report["score"] == 0
-    for test in report["tests"]:
+    for test in (t for t in report["tests"] if t["max_score"] > 0):
         assert test["status"] in {"failed", "error"}
         assert "Traceback" not in test["output"] and 'File "' not in test["output"]
     # one clear message per unit: each names the definition that is still a TODO

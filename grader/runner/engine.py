@@ -85,7 +85,7 @@ def grade(
     session = WorkerSession(sandbox, extracted.chunks)
     session.spawn()
     try:
-        results, collect_errors = run_suite(session, suite, seed, extracted.chunks, sandbox.scratch)
+        results, collect_errors = run_suite(session, suite, seed, extracted, sandbox.scratch)
     finally:
         session.stop()
         sandbox.close()

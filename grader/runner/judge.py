@@ -13,6 +13,14 @@ class GradingFailure(AssertionError):
     """A wrong result. Its message is shown to the student as it is."""
 
 
+NOTES: list[str] = []  # what the running case reported with inform(); the plugin collects it
+
+
+def inform(message: str) -> None:
+    """Attach an informational message to the running case (shown even when it passes)."""
+    NOTES.append(message)
+
+
 def describe(**inputs: Any) -> str:
     """'q (2, 5, 8) float32, mask (5, 7) bool' — the inputs of a call, for messages."""
     parts = []

@@ -21,8 +21,9 @@ import torch
 from safetensors.torch import load_file
 
 from ..report.models import TestResult
-from ..submission import Chunk
+from ..submission import Chunk, Extracted
 from .cases import UNITS
+from .judge import NOTES
 from .policy import apply_forbidden_policy, forbidden_uses, runtime_units
 from .session import StudentError, WorkerFailure, WorkerSession
 from .student import Student
@@ -57,10 +58,11 @@ def load_reference(path: Path) -> ModuleType:
 
 class VitgradePlugin:
     def __init__(
-        self, session: WorkerSession, suite: Suite, seed: int, chunks: list[Chunk], log: Callable[[str], None]
+        self, session: WorkerSession, suite: Suite, seed: int, extracted: Extracted, log: Callable[[str], None]
     ):
         self.session = session
-        self.chunks = chunks
+        self.chunks = extracted.chunks
+        self.checkpoint_bytes = extracted.checkpoint
         self.from_scratch: list[bool] = []
         self.suite = suite
         self.run_seed = seed
@@ -103,6 +105,11 @@ class VitgradePlugin:
         return self.chunks
 
     @pytest.fixture
+    def checkpoint(self) -> bytes | None:
+        """best_model.pth from a zip submission, as bytes: only ever loaded inside the worker."""
+        return self.checkpoint_bytes
+
+    @pytest.fixture
     def suite_config(self) -> dict[str, Any]:
         return self.suite.config
 
@@ -123,9 +130,11 @@ class VitgradePlugin:
     def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
         self._start = time.monotonic()
         self._outcome: tuple[str, str] | None = None
+        NOTES.clear()
         yield
         mark = case_mark(item)
         status, message = self._outcome or ("passed", "")
+        message = " ".join([*NOTES, message]).strip()
         points = float(mark.kwargs["points"])
         self.from_scratch.append(bool(mark.kwargs.get("from_scratch", True)))
         self.results.append(
@@ -185,19 +194,19 @@ def pytest_args(suite: Suite, ini: Path) -> list[str]:
 
 
 def run_suite(
-    session: WorkerSession, suite: Suite, seed: int, chunks: list[Chunk], scratch: Path
+    session: WorkerSession, suite: Suite, seed: int, extracted: Extracted, scratch: Path
 ) -> tuple[list[TestResult], list[str]]:
     """Run every case of the suite in this (trusted) process, then apply the forbidden-API policy.
     Returns the results and any collection errors."""
     ini = scratch / "pytest.ini"
     ini.write_text("[pytest]\n")
-    plugin = VitgradePlugin(session, suite, seed, chunks, lambda text: print(text, file=sys.stderr))
+    plugin = VitgradePlugin(session, suite, seed, extracted, lambda text: print(text, file=sys.stderr))
     code = pytest.main(pytest_args(suite, ini), plugins=[plugin])
     if code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED):
         plugin.collect_errors.append(f"pytest ended with {pytest.ExitCode(code).name}")
     policy = str(suite.config.get("policy", {}).get("forbidden", "from_scratch"))
     results = apply_forbidden_policy(
-        plugin.results, plugin.from_scratch, forbidden_uses(chunks), runtime_units(session.forbidden_seen), policy
+        plugin.results, plugin.from_scratch, forbidden_uses(extracted.chunks), runtime_units(session.forbidden_seen), policy
     )
     return results, plugin.collect_errors
 

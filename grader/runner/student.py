@@ -97,6 +97,10 @@ class Student:
         )
         return self._result(reply)
 
+    def value(self, name: str) -> Any:
+        """A literal top-level value of the submission, e.g. a hyper-parameter."""
+        return self._ask("value", name, name).result
+
     def build(self, cls: str, *args: Any, seed: int | None = None, **kwargs: Any) -> RemoteModule:
         """Instantiate one of the submission's classes inside the worker."""
         reply = self._ask("build", cls, f"{cls}(...)", args=list(args), kwargs=kwargs, seed=seed)
@@ -159,6 +163,11 @@ class RemoteModule:
         """Train in the worker with the grader's loop; returns the loss per step."""
         reply = self.student._ask("train", self.handle, f"training your {self.cls}", args=[images, labels], kwargs=options)
         return reply.result["losses"]
+
+    def load_checkpoint(self, data: bytes) -> None:
+        """Load checkpoint bytes (e.g. best_model.pth) into this module, weights-only, in the worker."""
+        blob = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        self.student._ask("load_checkpoint", self.handle, f"loading your checkpoint into {self.cls}", args=[blob])
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         return self.student._ask("predict", self.handle, f"{self.cls} predictions", args=[images]).result

@@ -136,6 +136,7 @@ ATTACKS = [
         import os as _os
         for _top in ("..", "../test_cases", "../reference", "/autograder/source", "{course_root}", "/home", "/opt", "/tmp"):
             for _dir, _subdirs, _files in _os.walk(_top):
+                _subdirs[:] = [d for d in _subdirs if d not in ("site-packages", "dist-packages", "__pycache__")]
                 for _name in _files:
                     try:
                         print(_dir, _name, open(_os.path.join(_dir, _name), errors="replace").read()[:4000])
