@@ -84,18 +84,23 @@ class Student:
         **kwargs: Any,
     ) -> Result:
         """Call a top-level function of the submission, optionally backward through it."""
-        reply = self._ask(
-            "call",
-            name,
-            name,
-            args=list(args),
-            kwargs=kwargs,
-            grad_inputs=list(grad_inputs),
-            grad_output=grad_output,
-            seed=seed,
-            trace=trace,
-        )
-        return self._result(reply)
+        return self._invoke("call", name, name, args, kwargs, grad_inputs, grad_output, seed, trace)
+
+    def _invoke(
+        self,
+        op: str,
+        target: Any,
+        label: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        grad_inputs: tuple[int, ...],
+        grad_output: Any,
+        seed: int | None,
+        trace: bool,
+    ) -> Result:
+        """A call or forward: inputs out; the value, gradients and attention trace back."""
+        fields = dict(grad_inputs=list(grad_inputs), grad_output=grad_output, seed=seed, trace=trace)
+        return self._result(self._ask(op, target, label, args=list(args), kwargs=kwargs, **fields))
 
     def value(self, name: str) -> Any:
         """A literal top-level value of the submission, e.g. a hyper-parameter."""
@@ -124,18 +129,8 @@ class RemoteModule:
         trace: bool = False,
         **kwargs: Any,
     ) -> Result:
-        reply = self.student._ask(
-            "forward",
-            self.handle,
-            f"{self.cls}.forward",
-            args=list(args),
-            kwargs=kwargs,
-            grad_inputs=list(grad_inputs),
-            grad_output=grad_output,
-            seed=seed,
-            trace=trace,
-        )
-        return self.student._result(reply)
+        label = f"{self.cls}.forward"
+        return self.student._invoke("forward", self.handle, label, args, kwargs, grad_inputs, grad_output, seed, trace)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs).value

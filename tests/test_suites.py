@@ -1,0 +1,55 @@
+"""The suites themselves: fixtures in sync with the reference, points as the README says, and
+every case declared with its unit, points and visibility."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from grader.runner.cases import UNITS
+from tests.conftest import ROOT
+
+SUITES = ROOT / "test_cases"
+
+
+def declared_cases(folder: Path) -> list[dict]:
+    """The @case(...) arguments of every test function, read statically."""
+    cases = []
+    for file in sorted(folder.glob("test_*.py")):
+        for node in ast.parse(file.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                marks = [d for d in node.decorator_list if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "case"]
+                assert len(marks) == 1, f"{file.name}::{node.name} needs exactly one @case(...)"
+                mark = marks[0]
+                kwargs = {k.arg: ast.literal_eval(k.value) for k in mark.keywords}
+                cases.append({"unit": kwargs["unit"], "points": kwargs["points"], "visibility": kwargs.get("visibility", "visible")})
+    return cases
+
+
+def test_public_fixtures_match_the_reference() -> None:
+    spec = importlib.util.spec_from_file_location("build_public_fixtures", SUITES / "build_public_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, tensors in module.build().items():
+        stored = load_file(SUITES / "public" / "fixtures" / f"{name}.safetensors")
+        assert set(stored) == set(tensors), name
+        for key, value in tensors.items():
+            assert torch.equal(stored[key], value), f"{name}/{key} is stale: run python test_cases/build_public_fixtures.py"
+
+
+def test_points_match_the_readme() -> None:
+    rows = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \| (\d+) \|$", (ROOT / "README.md").read_text(), re.M)
+    table = {unit: (int(p), int(h), int(t)) for unit, p, h, t in rows}
+    public, hidden = declared_cases(SUITES / "public"), declared_cases(SUITES / "hidden")
+    for unit in UNITS:
+        pub = sum(c["points"] for c in public if c["unit"] == unit)
+        hid = sum(c["points"] for c in hidden if c["unit"] == unit)
+        assert table[unit] == (pub, hid, pub + hid), unit
+    assert sum(c["points"] for c in public + hidden) == 50
+    assert {c["visibility"] for c in public} == {"visible"}
+    assert {c["visibility"] for c in hidden} == {"after_due_date"}
