@@ -188,7 +188,8 @@ class WorkerSession:
             raise self.fail(WorkerTimeout(f"{label or op} did not finish within {timeout:.1f} s")) from None
         except (ChannelClosed, BrokenPipeError):
             code = self.proc.exit_code(grace=1.0)
-            oom = self.proc.oom_killed() if self.proc.cgroup else code == -signal.SIGKILL
+            observed = self.proc.oom_killed()
+            oom = observed if observed is not None else code == -signal.SIGKILL
             self.stop()
             cls = WorkerOOM if oom else WorkerCrashed
             text = f"{describe_exit(code)} during {label or op}"

@@ -1,19 +1,25 @@
 """Sandbox backends that start the untrusted worker: `local` (bubblewrap namespaces, nobody,
-cgroups), `user` (nobody + rlimits, for hosts without namespaces) and `process` (a plain child
-with rlimits and a private temp dir)."""
+cgroups), `user` (nobody + rlimits, for hosts without namespaces), `process` (a plain child
+with rlimits and a private temp dir) and `docker` (a fresh container per worker)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from .base import Backend, Isolation, Limits, OutputCapture, WorkerProcess
+from .docker import DockerBackend
 from .local import LocalBackend
 from .local import probe as local_probe
 from .process import ProcessBackend
 from .user import UserBackend
 from .user import usable as user_usable
 
-BACKENDS: dict[str, type[Backend]] = {"local": LocalBackend, "user": UserBackend, "process": ProcessBackend}
+BACKENDS: dict[str, type[Backend]] = {
+    "local": LocalBackend,
+    "user": UserBackend,
+    "process": ProcessBackend,
+    "docker": DockerBackend,
+}
 
 
 def choose(name: str) -> str:

@@ -72,15 +72,18 @@ class OutputCapture:
         self.total = 0
         self.lock = threading.Lock()
 
+    def feed(self, chunk: bytes) -> None:
+        with self.lock:
+            self.total += len(chunk)
+            room = self.cap - len(self.kept)
+            if room > 0:
+                self.kept += chunk[:room]
+
     def drain(self, fd: int) -> threading.Thread:
         def run() -> None:
             with os.fdopen(fd, "rb", buffering=0) as stream:
                 while chunk := stream.read(1 << 20):
-                    with self.lock:
-                        self.total += len(chunk)
-                        room = self.cap - len(self.kept)
-                        if room > 0:
-                            self.kept += chunk[:room]
+                    self.feed(chunk)
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
@@ -95,10 +98,33 @@ class OutputCapture:
         return self.total > len(self.kept)
 
 
-class WorkerProcess:
-    """A running worker seen from the trusted side: channel descriptors and a kill switch.
+class WorkerProcess(ABC):
+    """A running worker seen from the trusted side: channel descriptors and a kill switch."""
 
-    `wrapped` means the child is a launcher (bwrap) that reports a signal death as 128 + signal;
+    send_fd: int
+    recv_fd: int
+
+    @abstractmethod
+    def alive(self) -> bool: ...
+
+    @abstractmethod
+    def exit_code(self, grace: float) -> int | None:
+        """The worker's own exit status if it ends within `grace` seconds, else None
+        (negative: killed by that signal)."""
+
+    @abstractmethod
+    def oom_killed(self) -> bool | None:
+        """Whether the kernel killed it for memory; None where that cannot be observed."""
+
+    @abstractmethod
+    def kill(self) -> int:
+        """Kill the worker and everything it started, and reap it; returns its exit status."""
+
+
+class ProcessWorker(WorkerProcess):
+    """A worker that is a child process (possibly a launcher such as bwrap).
+
+    `wrapped` means the child is a launcher that reports a signal death as 128 + signal;
     `cgroup` is the worker's own group, if it has one, for OOM reports and the final sweep."""
 
     def __init__(
@@ -123,19 +149,16 @@ class WorkerProcess:
         return self.popen.poll() is None
 
     def exit_code(self, grace: float) -> int | None:
-        """The worker's own exit status if it ends within `grace` seconds, else None
-        (negative: killed by that signal)."""
         try:
             code = self.popen.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             return None
         return -(code - 128) if self.wrapped and code > 128 else code
 
-    def oom_killed(self) -> bool:
-        return self.cgroup is not None and self.cgroup.oom_killed()
+    def oom_killed(self) -> bool | None:
+        return self.cgroup.oom_killed() if self.cgroup is not None else None
 
     def kill(self) -> int:
-        """Kill the worker's whole process group and reap it; returns its exit status."""
         try:
             os.killpg(self.popen.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

@@ -6,17 +6,14 @@ import os
 import subprocess
 
 from . import cgroups
+from .docker import IMAGE
+from .docker import probe as docker_probe
 from .local import probe, tool
 
 
 def docker_status() -> tuple[bool, str]:
-    try:
-        import docker
-
-        client = docker.from_env(timeout=5)
-        return True, f"engine {client.version().get('Version', '?')} reachable"
-    except Exception as exc:  # the SDK raises many kinds of connection errors
-        return False, f"no engine reachable ({type(exc).__name__})"
+    reason = docker_probe()
+    return reason is None, f"engine reachable, image {IMAGE} present" if reason is None else reason
 
 
 def checks() -> list[tuple[str, bool, str]]:

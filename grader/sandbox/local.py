@@ -23,6 +23,7 @@ from .base import (
     Isolation,
     Limits,
     OutputCapture,
+    ProcessWorker,
     WorkerProcess,
     python_paths,
     scrubbed_env,
@@ -120,7 +121,7 @@ class LocalBackend(Backend):
             close_fds=True,
         )
         cleanup = [lambda: shutil.rmtree(workdir, ignore_errors=True)]
-        return WorkerProcess(popen, capture, cleanup, wrapped=True, cgroup=group)
+        return ProcessWorker(popen, capture, cleanup, wrapped=True, cgroup=group)
 
     def preexec(self, group: cgroups.Cgroup | None) -> Callable[[], None]:
         limits = rlimit_setter(self.limits, nproc=group is None)

@@ -10,7 +10,15 @@ import shutil
 import subprocess
 from typing import Callable
 
-from .base import Backend, Isolation, Limits, OutputCapture, WorkerProcess, scrubbed_env
+from .base import (
+    Backend,
+    Isolation,
+    Limits,
+    OutputCapture,
+    ProcessWorker,
+    WorkerProcess,
+    scrubbed_env,
+)
 
 
 def rlimit_setter(limits: Limits, nproc: bool = False) -> Callable[[], None]:
@@ -49,7 +57,7 @@ class ProcessBackend(Backend):
             start_new_session=True,
             close_fds=True,
         )
-        return WorkerProcess(popen, capture, [lambda: shutil.rmtree(workdir, ignore_errors=True)])
+        return ProcessWorker(popen, capture, [lambda: shutil.rmtree(workdir, ignore_errors=True)])
 
     def isolation(self) -> Isolation:
         return Isolation(

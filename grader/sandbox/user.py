@@ -13,7 +13,15 @@ import sys
 from pathlib import Path
 
 from . import cgroups
-from .base import Backend, Isolation, Limits, OutputCapture, WorkerProcess, scrubbed_env
+from .base import (
+    Backend,
+    Isolation,
+    Limits,
+    OutputCapture,
+    ProcessWorker,
+    WorkerProcess,
+    scrubbed_env,
+)
 from .local import UNPRIVILEGED, tool
 from .process import rlimit_setter
 
@@ -83,7 +91,7 @@ class UserBackend(Backend):
             start_new_session=True,
             close_fds=True,
         )
-        return WorkerProcess(popen, capture, [lambda: shutil.rmtree(workdir, ignore_errors=True)], cgroup=group)
+        return ProcessWorker(popen, capture, [lambda: shutil.rmtree(workdir, ignore_errors=True)], cgroup=group)
 
     def isolation(self) -> Isolation:
         limits: dict[str, int | str] = {**self.limits.describe(), "process_group": "killed as a whole"}
