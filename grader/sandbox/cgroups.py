@@ -29,6 +29,26 @@ def available() -> bool:
     return True
 
 
+def become_subreaper() -> None:
+    """Adopt the worker's orphans (daemons, double forks) instead of leaving them to pid 1,
+    which may never reap them; a zombie keeps its cgroup from being removed."""
+    import ctypes
+
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap_orphans() -> None:
+    """Reap every child that has exited (called only once the worker itself has been reaped)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 class Cgroup:
     def __init__(self, memory: int, pids: int):
         self.name = f"vitgrade-{uuid.uuid4().hex[:12]}"
@@ -57,9 +77,10 @@ class Cgroup:
     def pids(self) -> list[int]:
         return [int(p) for p in (self.dirs["pids"] / "cgroup.procs").read_text().split()]
 
-    def destroy(self, patience: float = 15.0) -> None:
+    def destroy(self, patience: float = 30.0) -> None:
         """Kill whatever is left in the group (daemons, double forks, a fork bomb) and remove it.
-        A group can only be removed once its last process has fully exited."""
+        A group can only be removed once its last process has fully exited and been reaped:
+        orphans of the worker are re-parented to us (become_subreaper) and reaped here."""
         deadline = time.monotonic() + patience
         remaining = dict(self.dirs)
         while remaining and time.monotonic() < deadline:
@@ -68,6 +89,7 @@ class Cgroup:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            reap_orphans()
             for controller, folder in list(remaining.items()):
                 try:
                     folder.rmdir()

@@ -71,6 +71,8 @@ class LocalBackend(Backend):
         self.setpriv = tool("setpriv")
         self.root = os.geteuid() == 0
         self.cgroups = self.root and cgroups.available()
+        if self.cgroups:
+            cgroups.become_subreaper()
         if self.bwrap is None or (self.root and self.setpriv is None):
             raise RuntimeError("the local backend needs bubblewrap (apt-get install bubblewrap) and setpriv")
 

@@ -61,6 +61,8 @@ class UserBackend(Backend):
         if reason:
             raise RuntimeError(f"the user backend is not usable here: {reason}")
         self.cgroups = cgroups.available()
+        if self.cgroups:
+            cgroups.become_subreaper()
         os.chmod(self.scratch, 0o711)  # traversable, not listable
         for folder in [self.runtime, *self.runtime.rglob("*")]:
             if folder.is_dir():
