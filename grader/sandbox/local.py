@@ -39,6 +39,25 @@ def tool(name: str) -> str | None:
     return shutil.which(name, path="/usr/bin:/bin:/usr/sbin:/sbin")
 
 
+def setpriv_argv() -> list[str]:
+    """Become uid/gid 65534 with no groups, no capabilities and no new privileges, then exec."""
+    return [tool("setpriv") or "setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups",
+            "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]  # fmt: skip
+
+
+def limited(limits: Limits, group: cgroups.Cgroup | None) -> Callable[[], None]:
+    """A preexec function: join the worker's cgroup (if any), then apply the rlimits (with
+    RLIMIT_NPROC standing in for the pids limit where there is no cgroup)."""
+    rlimits = rlimit_setter(limits, nproc=group is None)
+
+    def apply() -> None:
+        if group is not None:
+            group.join()
+        rlimits()
+
+    return apply
+
+
 def python_roots() -> list[str]:
     """The folders holding the interpreter, its stdlib and the packages the worker imports."""
     roots = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), os.path.abspath(sys.prefix)}
@@ -100,10 +119,7 @@ class LocalBackend(Backend):
             argv += ["--setenv", key, value]
         argv.append("--")
         if self.root:
-            argv += [
-                self.setpriv, f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups",
-                "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--",
-            ]  # fmt: skip
+            argv += setpriv_argv()
         return argv
 
     def spawn(self, capture: OutputCapture) -> WorkerProcess:
@@ -118,22 +134,12 @@ class LocalBackend(Backend):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={"PATH": "/usr/bin:/bin"},
-            preexec_fn=self.preexec(group),
+            preexec_fn=limited(self.limits, group),
             start_new_session=True,
             close_fds=True,
         )
         cleanup = [lambda: shutil.rmtree(workdir, ignore_errors=True)]
         return ProcessWorker(popen, capture, cleanup, wrapped=True, cgroup=group)
-
-    def preexec(self, group: cgroups.Cgroup | None) -> Callable[[], None]:
-        limits = rlimit_setter(self.limits, nproc=group is None)
-
-        def apply() -> None:
-            if group is not None:
-                group.join()
-            limits()
-
-        return apply
 
     def isolation(self) -> Isolation:
         limits: dict[str, int | str] = {**self.limits.describe(), "process_tree": "PID namespace, killed as a whole"}

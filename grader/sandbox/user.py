@@ -22,8 +22,7 @@ from .base import (
     WorkerProcess,
     scrubbed_env,
 )
-from .local import UNPRIVILEGED, tool
-from .process import rlimit_setter
+from .local import UNPRIVILEGED, limited, setpriv_argv, tool
 
 
 def protect(paths: list[Path]) -> list[str]:
@@ -44,11 +43,7 @@ def usable() -> str | None:
     """None if an unprivileged uid can run this interpreter and import torch, else why not."""
     if os.geteuid() != 0 or tool("setpriv") is None:
         return "needs root and setpriv to drop to an unprivileged uid"
-    done = subprocess.run(
-        [tool("setpriv") or "setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups",
-         sys.executable, "-I", "-c", "import torch"],
-        capture_output=True, cwd="/",
-    )  # fmt: skip
+    done = subprocess.run([*setpriv_argv(), sys.executable, "-I", "-c", "import torch"], capture_output=True, cwd="/")
     return None if done.returncode == 0 else f"uid {UNPRIVILEGED} cannot run {sys.executable} with torch"
 
 
@@ -73,23 +68,14 @@ class UserBackend(Backend):
         workdir = self.new_workdir()
         os.chown(workdir, UNPRIVILEGED, UNPRIVILEGED)
         group = cgroups.Cgroup(self.limits.memory, self.limits.pids) if self.cgroups else None
-        limits = rlimit_setter(self.limits, nproc=group is None)
-
-        def preexec() -> None:
-            if group is not None:
-                group.join()
-            limits()
-
-        setpriv = [tool("setpriv") or "setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups",
-                   "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]  # fmt: skip
         popen = subprocess.Popen(
-            [*setpriv, *self.worker_argv()],
+            [*setpriv_argv(), *self.worker_argv()],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=workdir,
             env=scrubbed_env(str(workdir), self.limits.threads),
-            preexec_fn=preexec,
+            preexec_fn=limited(self.limits, group),
             start_new_session=True,
             close_fds=True,
         )
