@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from grader.batch.discover import discover
-from tests.conftest import CORRECT, ROOT, grade_all, vitgrade
+from tests.conftest import CORRECT, ROOT, grade_all, vitgrade, without_timings
 from tests.corpus.hostile import ATTACKS
 from tests.corpus.mutants import MUTANTS
 from tests.notebooks import write_course_zip, write_notebook
@@ -67,15 +67,8 @@ def test_batch_report_equals_single_grade(klass, tmp_path: Path) -> None:
     }
     singles = grade_all(jobs, tmp_path / "singles")
 
-    def strip(report: dict) -> dict:
-        report = json.loads(json.dumps(report))
-        report["duration_s"] = 0
-        for t in report["tests"]:
-            t["duration_s"] = 0
-        return report
-
     for student, report in reports.items():
-        assert strip(singles[student]) == strip(report), student
+        assert without_timings(singles[student]) == without_timings(report), student
 
 
 def test_rerun_grades_nothing_new(klass) -> None:

@@ -92,11 +92,3 @@ class Report(Strict):
     diagnostics: list[Diagnostic] = Field(default_factory=list)
     tests: list[TestResult] = Field(default_factory=list)
     student_output: StudentOutput = Field(default_factory=StudentOutput)
-
-    def without_timings(self) -> dict:
-        """The report as data with every wall-clock figure zeroed: what a regrade must reproduce."""
-        data = self.model_dump(mode="json")
-        data["duration_s"] = 0.0
-        for test in data["tests"]:
-            test["duration_s"] = 0.0
-        return data
