@@ -165,8 +165,14 @@ class WorkerSession:
 
     # ------------------------------------------------------------ calls
 
-    def request(self, op: str, target: Any = None, *, timeout: float, label: str = "", **fields: Any) -> Reply:
-        """Send one instruction and wait for its reply; StudentError if the student's code raised."""
+    def request(
+        self, op: str, target: Any = None, *, timeout: float, limit: float, label: str = "", **fields: Any
+    ) -> Reply:
+        """Send one instruction and wait up to `timeout` s for its reply; StudentError if the student's code raised.
+
+        `limit` is the budget named in a timeout message. It is the test's fixed limit, not the time
+        left, so that a regrade words a timeout exactly as the first grade did.
+        """
         self.ensure()
         assert self.proc is not None and self.reader is not None
         self.next_id += 1
@@ -185,7 +191,7 @@ class WorkerSession:
                 # A stale frame: a reply to nothing we asked. Ignore it.
         except ChannelTimeout:
             self.stop()
-            raise self.fail(WorkerTimeout(f"{label or op} did not finish within {timeout:.1f} s")) from None
+            raise self.fail(WorkerTimeout(f"{label or op} did not finish within the test's {limit:g} s limit")) from None
         except (ChannelClosed, BrokenPipeError):
             code = self.proc.exit_code(grace=1.0)
             observed = self.proc.oom_killed()

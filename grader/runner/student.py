@@ -62,7 +62,7 @@ class Student:
         return name in self.session.ensure().names
 
     def _ask(self, op: str, target: Any, label: str, **fields: Any) -> Any:
-        return self.session.request(op, target, timeout=self.remaining(), label=label, **fields)
+        return self.session.request(op, target, timeout=self.remaining(), limit=self.timeout, label=label, **fields)
 
     def _result(self, reply: Any) -> Result:
         result = reply.result if isinstance(reply.result, dict) else {"value": reply.result}
