@@ -25,48 +25,56 @@ sys.path.insert(0, str(ROOT))
 from examples.build import main as build_examples  # noqa: E402
 
 
-def tree_rss(pid: int) -> int:
-    """Resident memory of a process and all its descendants, in bytes."""
+def tree_memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of a process and all its descendants, in bytes.
+
+    The RSS sum counts the pages of torch's shared libraries once per process; PSS splits each
+    shared page among the processes that map it, so its sum is what the tree really occupies.
+    """
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            status = Path(f"/proc/{entry}/status").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                rss[int(entry)] = int(line.split()[1]) * 1024
-    total, todo = 0, [pid]
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    rss = pss = 0
+    todo = [pid]
     while todo:
         current = todo.pop()
-        total += rss.get(current, 0)
         todo += children.get(current, [])
-    return total
+        try:
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            key, _, value = line.partition(":")
+            if key == "Rss":
+                rss += int(value.split()[0]) * 1024
+            elif key == "Pss":
+                pss += int(value.split()[0]) * 1024
+    return rss, pss
 
 
-def measure(command: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak resident memory of the whole process tree)."""
+def measure(command: list[str]) -> tuple[float, int, int]:
+    """(wall seconds, peak RSS sum, peak PSS sum of the whole process tree)."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    peak = 0
+    peak_rss = peak_pss = 0
 
     def sample() -> None:
-        nonlocal peak
+        nonlocal peak_rss, peak_pss
         while process.poll() is None:
-            peak = max(peak, tree_rss(process.pid))
+            rss, pss = tree_memory(process.pid)
+            peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample)
     sampler.start()
     process.wait()
     sampler.join()
-    return time.perf_counter() - start, peak
+    return time.perf_counter() - start, peak_rss, peak_pss
 
 
 def worker_ready(notebook: Path, backend: str) -> tuple[float, float]:
@@ -106,13 +114,13 @@ def main() -> None:
             for label, extra in (("check", ["check", str(solved)]), ("grade --suite full", ["grade", str(solved), "--suite", "full", "--seed", "1"])):
                 runs = [measure([*cli, *extra, "--backend", backend]) for _ in range(args.repeat)]
                 total = statistics.median(r[0] for r in runs)
-                peak = max(r[1] for r in runs)
+                peak_rss, peak_pss = max(r[1] for r in runs), max(r[2] for r in runs)
                 totals[(backend, label)] = total
                 # The worker starts while the trusted side imports and collects: the two overlap.
                 wait = max(0.0, worker_s - start_torch)
                 tests = total - start_torch - wait
                 print(f"[{backend}] {label:20s} total {total:6.2f} s = start+torch {start_torch:.2f} + worker wait {wait:.2f} "
-                      f"+ tests {tests:.2f}; peak memory (all processes) {peak / 2**20:.0f} MiB")  # fmt: skip
+                      f"+ tests {tests:.2f}; peak memory (all processes) PSS {peak_pss / 2**20:.0f} MiB, RSS sum {peak_rss / 2**20:.0f} MiB")  # fmt: skip
         if "process" in backends and "local" in backends:
             for label in ("check", "grade --suite full"):
                 base, boxed = totals[("process", label)], totals[("local", label)]

@@ -126,6 +126,25 @@ def test_grader_process_never_imports_student_code(tmp_path: Path) -> None:
         assert int(pid) != os.getpid()
 
 
+def test_imports_no_kept_code_uses_are_not_run(tmp_path: Path) -> None:
+    """The course's torchvision import costs a worker 2 s and changes nothing that is graded."""
+    source = REFERENCE.read_text().replace("/ math.sqrt(d_k)", "/ statistics.fmean([d_k]) ** 0.5")
+    source = source.replace(
+        "import math\n",
+        "import math\nimport statistics\nimport colorsys\nfrom torchvision import datasets, transforms\n"
+        "from google.colab import drive\n",
+    )
+    sub = tmp_path / "imports.py"
+    sub.write_text(source)
+    report = grade(sub, tmp_path / "r.json")
+    assert report["score"] == 18, failures(report)  # sdpa needs `statistics`: that import ran
+    reasons = [d["reason"] for d in report["diagnostics"]]
+    assert "import not run: no kept code uses colorsys" in reasons
+    assert "import not run: no kept code uses datasets, transforms" in reasons
+    assert any(r.startswith("import failed: ModuleNotFoundError") and "google" in r for r in reasons), reasons
+    assert not any("statistics" in r for r in reasons)
+
+
 def test_hang_and_memory_bomb_cost_only_their_own_tests(tmp_path: Path) -> None:
     source = REFERENCE.read_text()
     source = source.replace(
