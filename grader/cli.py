@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
@@ -26,7 +27,7 @@ BACKEND = click.option(
 )
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """No report could be produced: one line, non-zero exit."""
     click.echo(f"vitgrade: {message}", err=True)
     sys.exit(2)
@@ -45,11 +46,20 @@ def run_grade(submission: Path, suite: str, seed: int | None, backend: str, thre
     from .sandbox import Limits
 
     torch.set_num_threads(threads)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         return grade(submission, suite, seed=seed, backend=backend, limits=Limits(threads=threads), **course)
     except (SuiteError, ValueError, RuntimeError) as exc:
         fail(str(exc))
-        raise  # unreachable: fail() exits
+    except KeyboardInterrupt:
+        fail("interrupted: no report was written (the workers were stopped)")
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (a batch budget, a job scheduler) unwinds like Ctrl-C, so that workers, containers
+    and protected folders are cleaned up on the way out. A second SIGTERM cannot cut that short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 @click.group()
@@ -175,8 +185,10 @@ def batch(submissions: Path, out: Path, suite: str, jobs: int, seed: int | None,
           budget: float, assignment: str, force: bool, backend: str) -> None:  # fmt: skip
     """Grade every submission in SUBMISSIONS (a folder of files, one folder per student, or a
     Gradescope export) in parallel; write per-student reports and the class's gradebook files."""
+    from .batch.run import Options, run, start_forkserver
+
+    context = start_forkserver()
     from .batch.discover import discover
-    from .batch.run import Options, run
     from .report.gradebook import export_all
     from .runner.suite import SuiteError, resolve
     from .sandbox import choose
@@ -189,7 +201,7 @@ def batch(submissions: Path, out: Path, suite: str, jobs: int, seed: int | None,
     if not entries:
         fail(f"no submissions found in {submissions}")
     options = Options(suite, version, max(1, jobs), choose(backend), seed, due, budget, force)
-    reports, graded = run(entries, out, options)
+    reports, graded = run(entries, out, options, context)
     summary = export_all(reports, out, assignment, max((r["max_score"] for r in reports.values()), default=50.0) or 50.0)
     click.echo(f"{len(reports)} submissions ({graded} graded now), mean {summary['mean']:.2f}, median {summary['median']:.2f} -> {out}")
 

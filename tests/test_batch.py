@@ -145,3 +145,32 @@ def test_course_policy_adjustments(tmp_path: Path) -> None:
     broken.write_text(json.dumps(text))
     report = json.loads(vitgrade("grade", str(broken)).stdout)
     assert report["adjustments"][0]["fraction"] == 0.2 and "cannot be executed" in report["adjustments"][0]["reason"]
+
+
+def test_a_grade_over_its_budget_is_stopped_with_its_workers(tmp_path: Path) -> None:
+    """The hang is stopped at its budget, mid-suite, and no worker it started outlives it."""
+    pids = tmp_path / "worker-pids.log"
+    hang = (ROOT / "reference" / "vit.py").read_text().replace(
+        "class PatchEmbedding(nn.Module):\n",
+        "class PatchEmbedding(nn.Module):\n    import os as _os\n"
+        f"    open({str(pids)!r}, 'a').write(f'{{_os.getpid()}}\\n')\n",
+    ).replace("        x = self.patch_embed(x)  # (B, N, D)\n", "        while True:\n            pass\n")
+    subs = tmp_path / "submissions"
+    subs.mkdir()
+    (subs / "hang.py").write_text(hang)
+    shutil.copy(CORRECT[0], subs / "fine.py")
+    out = tmp_path / "out"
+    # The process backend is the one without a PID namespace: its workers die only if the
+    # grade stops them (or by their parent-death signal), which is what this test watches.
+    done = vitgrade("batch", str(subs), "--out", str(out), "--suite", "public", "--jobs", "2", "--budget", "30",
+                    "--backend", "process")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    hung = json.loads((out / "reports" / "hang.json").read_text())
+    assert hung["status"] == "error" and hung["error"] == "grading took longer than its budget of 30 s"
+    assert json.loads((out / "reports" / "fine.json").read_text())["score"] == 18
+    started = [int(line) for line in pids.read_text().split()]
+    assert len(started) >= 2, "the hang should have cost at least one worker restart before its budget ran out"
+    for pid in started:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] if Path(f"/proc/{pid}").exists() else "gone"
+        assert state in {"gone", "Z"}, f"worker {pid} outlived its grade (state {state})"
+    assert not list((out / "reports").glob("*.log"))

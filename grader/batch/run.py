@@ -2,18 +2,20 @@
 
 Each submission is graded by the same command a single grade uses, so its report is identical
 to `vitgrade grade SUBMISSION --seed S` (the seed is derived from the submission's content
-unless given). A run is resumable: a submission whose content hash, suite version and options
+unless given). The grading processes are forked from a fork server that has imported torch and
+the engine once, so a submission costs what its tests compute, not another 3 s of imports; each
+fork starts from that same freshly imported state, never from an earlier grade's. A run is resumable: a submission whose content hash, suite version and options
 match the saved state is not graded again unless forced. A submission that runs past its budget
 is killed and gets an error report; the others never wait for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from ..submission import sha256_of
 from .discover import Entry
 
 STATE = "state.json"
+STOP_GRACE_S = 20.0
 
 
 @dataclass
@@ -58,13 +61,36 @@ def seed_for(sha256: str, fixed: int | None) -> int:
 
 
 def command(entry: Entry, seed: int, out: Path, options: Options) -> list[str]:
-    argv = [sys.executable, "-m", "grader", "grade", str(entry.path), "--suite", options.suite, "--seed", str(seed),
-            "--json", str(out), "--student", entry.student, "--threads", str(options.threads), "--backend", options.backend]  # fmt: skip
+    """The `vitgrade` arguments that grade one submission."""
+    argv = ["grade", str(entry.path), "--suite", options.suite, "--seed", str(seed), "--json", str(out),
+            "--student", entry.student, "--threads", str(options.threads), "--backend", options.backend]  # fmt: skip
     if entry.submitted_at is not None:
         argv += ["--submitted-at", entry.submitted_at.isoformat()]
     if options.due is not None:
         argv += ["--due", options.due.isoformat()]
     return argv
+
+
+def start_forkserver() -> multiprocessing.context.BaseContext:
+    """Start the fork server now, so that its imports of torch and the engine overlap whatever
+    the caller does before the first submission is graded."""
+    from multiprocessing import forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["grader.cli", "grader.runner.engine"])
+    forkserver.ensure_running()
+    return context
+
+
+def vitgrade(argv: list[str], log: str) -> None:
+    """In the forked process: `vitgrade ARGV` with its output in LOG, in a session of its own."""
+    os.setsid()  # a group of its own, for the budget's signals
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    from ..cli import main
+
+    main.main(args=argv, prog_name="vitgrade")
 
 
 def budget_report(entry: Entry, sha: str, seed: int, options: Options, reason: str) -> dict:
@@ -79,27 +105,43 @@ def budget_report(entry: Entry, sha: str, seed: int, options: Options, reason: s
     }  # fmt: skip
 
 
-def grade_one(entry: Entry, sha: str, seed: int, out: Path, options: Options) -> dict:
-    process = subprocess.Popen(command(entry, seed, out, options), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True, text=True)  # fmt: skip
-    try:
-        _, stderr = process.communicate(timeout=options.budget_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+def stop(process: multiprocessing.process.BaseProcess) -> None:
+    """SIGTERM first, so that the grade stops its workers and containers; SIGKILL after a grace."""
+    for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, sig)  # type: ignore[arg-type]
+        except ProcessLookupError:  # not yet in a session of its own, or already gone
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, sig)  # type: ignore[arg-type]
+        process.join(grace)
+        if process.exitcode is not None:
+            return
+
+
+def grade_one(context: multiprocessing.context.BaseContext, entry: Entry, sha: str, seed: int, out: Path, options: Options) -> dict:
+    log = out.with_suffix(".log")
+    process = context.Process(target=vitgrade, args=(command(entry, seed, out, options), str(log)))  # type: ignore[attr-defined]
+    process.start()
+    process.join(options.budget_s)
+    if process.exitcode is None:
+        stop(process)
+        log.unlink(missing_ok=True)
         report = budget_report(entry, sha, seed, options, f"grading took longer than its budget of {options.budget_s:.0f} s")
         out.write_text(json.dumps(report, indent=2))
         return report
-    if process.returncode != 0 or not out.exists():
-        line = (stderr.strip().splitlines() or ["the grading process failed"])[-1][:300]
-        report = budget_report(entry, sha, seed, options, line)
+    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+    log.unlink(missing_ok=True)
+    if process.exitcode != 0 or not out.exists():
+        report = budget_report(entry, sha, seed, options, (lines or ["the grading process failed"])[-1][:300])
         out.write_text(json.dumps(report, indent=2))
         return report
     return json.loads(out.read_text())
 
 
-def run(entries: list[Entry], out: Path, options: Options) -> tuple[dict[str, dict], int]:
-    """Grade what needs grading; returns (student -> report, number graded now)."""
+def run(
+    entries: list[Entry], out: Path, options: Options, context: multiprocessing.context.BaseContext
+) -> tuple[dict[str, dict], int]:
+    """Grade what needs grading, forking from CONTEXT's server; returns (student -> report, number graded now)."""
     reports_dir = out / "reports"
     reports_dir.mkdir(parents=True, exist_ok=True)
     state_file = out / STATE
@@ -121,7 +163,7 @@ def run(entries: list[Entry], out: Path, options: Options) -> tuple[dict[str, di
     started = time.monotonic()
     with Progress(*columns, transient=False) as progress, ThreadPoolExecutor(options.jobs) as pool:
         task = progress.add_task("grading", total=len(todo))
-        futures = {pool.submit(grade_one, e, sha, seed, target, options): (e, key) for e, sha, seed, target, key in todo}
+        futures = {pool.submit(grade_one, context, e, sha, seed, target, options): (e, key) for e, sha, seed, target, key in todo}
         for future in as_completed(futures):
             entry, key = futures[future]
             reports[entry.student] = future.result()

@@ -202,6 +202,8 @@ def run_suite(
     ini.write_text("[pytest]\n")
     plugin = VitgradePlugin(session, suite, seed, extracted, lambda text: print(text, file=sys.stderr))
     code = pytest.main(pytest_args(suite, ini), plugins=[plugin])
+    if code == pytest.ExitCode.INTERRUPTED:
+        raise KeyboardInterrupt  # pytest swallowed it: a partial run must not become a report
     if code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED):
         plugin.collect_errors.append(f"pytest ended with {pytest.ExitCode(code).name}")
     policy = str(suite.config.get("policy", {}).get("forbidden", "from_scratch"))

@@ -28,7 +28,7 @@ from .base import (
     python_paths,
     scrubbed_env,
 )
-from .process import rlimit_setter
+from .process import child_setup
 
 UNPRIVILEGED = 65534  # nobody
 HOME = "/home/student"
@@ -40,15 +40,16 @@ def tool(name: str) -> str | None:
 
 
 def setpriv_argv() -> list[str]:
-    """Become uid/gid 65534 with no groups, no capabilities and no new privileges, then exec."""
+    """Become uid/gid 65534 with no groups, no capabilities and no new privileges, then exec.
+    Changing uid clears the parent-death signal, so setpriv sets it again."""
     return [tool("setpriv") or "setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups",
-            "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]  # fmt: skip
+            "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--pdeathsig=KILL", "--"]  # fmt: skip
 
 
 def limited(limits: Limits, group: cgroups.Cgroup | None) -> Callable[[], None]:
     """A preexec function: join the worker's cgroup (if any), then apply the rlimits (with
     RLIMIT_NPROC standing in for the pids limit where there is no cgroup)."""
-    rlimits = rlimit_setter(limits, nproc=group is None)
+    rlimits = child_setup(limits, nproc=group is None)
 
     def apply() -> None:
         if group is not None:

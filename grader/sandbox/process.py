@@ -5,8 +5,10 @@ namespaces on top of the same limits.
 
 from __future__ import annotations
 
+import ctypes
 import resource
 import shutil
+import signal
 import subprocess
 from typing import Callable
 
@@ -20,9 +22,12 @@ from .base import (
     scrubbed_env,
 )
 
+PR_SET_PDEATHSIG = 1
 
-def rlimit_setter(limits: Limits, nproc: bool = False) -> Callable[[], None]:
-    """A preexec function that applies the limits inside the child before Python starts.
+
+def child_setup(limits: Limits, nproc: bool = False) -> Callable[[], None]:
+    """A preexec function, run inside the child before Python starts: the rlimits, and a SIGKILL
+    when the grading process dies (PR_SET_PDEATHSIG), so that no worker outlives a killed grader.
     nproc: also cap processes per user (counted for the whole uid; used where no cgroup is)."""
     values = [
         (resource.RLIMIT_AS, limits.address_space),
@@ -33,8 +38,10 @@ def rlimit_setter(limits: Limits, nproc: bool = False) -> Callable[[], None]:
     ]
     if nproc:
         values.append((resource.RLIMIT_NPROC, limits.pids))
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: nothing is loaded after fork
 
     def apply() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         for which, value in values:
             resource.setrlimit(which, (value, value))
 
@@ -53,7 +60,7 @@ class ProcessBackend(Backend):
             stderr=subprocess.PIPE,
             cwd=workdir,
             env=scrubbed_env(str(workdir), self.limits.threads),
-            preexec_fn=rlimit_setter(self.limits),
+            preexec_fn=child_setup(self.limits),
             start_new_session=True,
             close_fds=True,
         )
