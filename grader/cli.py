@@ -39,13 +39,10 @@ def write(path: Path, text: str) -> None:
 
 
 def run_grade(submission: Path, suite: str, seed: int | None, backend: str, threads: int = 1, **course: Any) -> Report:
-    import torch
-
     from .runner.engine import grade
     from .runner.suite import SuiteError
     from .sandbox import Limits
 
-    torch.set_num_threads(threads)
     signal.signal(signal.SIGTERM, interrupt)
     try:
         return grade(submission, suite, seed=seed, backend=backend, limits=Limits(threads=threads), **course)

@@ -6,7 +6,8 @@ safetensors blob holding every tensor of the message. JSON values refer to tenso
 are plain data, and the trusted side checks sizes, schema, dtypes and shapes before use.
 
 This module is imported by both sides, so it depends only on the standard library, torch,
-safetensors and pydantic.
+safetensors and pydantic. torch is imported on first use, not with the module: the runner
+starts its worker (whose own torch import takes seconds) before it pays for torch itself.
 """
 
 from __future__ import annotations
@@ -16,28 +17,19 @@ import os
 import select
 import struct
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+
+if TYPE_CHECKING:
+    import torch
 
 MAGIC = b"VGW1"
 PREFIX = struct.Struct(">4sIQ")  # magic, header bytes, blob bytes
 MAX_HEADER = 4 << 20  # JSON header cap (4 MiB)
 MAX_BLOB = 256 << 20  # tensor payload cap (256 MiB)
 MAX_TENSOR_ELEMENTS = 32 << 20
-ALLOWED_DTYPES = {
-    torch.float16,
-    torch.bfloat16,
-    torch.float32,
-    torch.float64,
-    torch.int64,
-    torch.int32,
-    torch.uint8,
-    torch.bool,
-}
+ALLOWED_DTYPES = {"float16", "bfloat16", "float32", "float64", "int64", "int32", "uint8", "bool"}
 MAX_NESTING = 32
 
 
@@ -58,6 +50,8 @@ class ChannelClosed(Exception):
 
 def encode(value: Any) -> tuple[Any, dict[str, torch.Tensor]]:
     """Replace every tensor in a JSON-like value by a reference; return (json_value, tensors)."""
+    import torch
+
     tensors: dict[str, torch.Tensor] = {}
 
     def walk(v: Any) -> Any:
@@ -98,7 +92,11 @@ def decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def pack(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> bytes:
     head = json.dumps(header, allow_nan=True, separators=(",", ":")).encode()
-    blob = st_save(tensors) if tensors else b""
+    blob = b""
+    if tensors:
+        from safetensors.torch import save
+
+        blob = save(tensors)
     return PREFIX.pack(MAGIC, len(head), len(blob)) + head + blob
 
 
@@ -112,12 +110,14 @@ def unpack(head: bytes, blob: bytes) -> tuple[dict[str, Any], dict[str, torch.Te
         raise ProtocolError("header is not a JSON object")
     tensors: dict[str, torch.Tensor] = {}
     if blob:
+        from safetensors.torch import load
+
         try:
-            tensors = st_load(blob)
+            tensors = load(blob)
         except Exception as exc:  # safetensors reports malformed data in several ways
             raise ProtocolError(f"tensor payload is not valid safetensors: {exc}") from None
         for name, t in tensors.items():
-            if t.dtype not in ALLOWED_DTYPES:
+            if str(t.dtype).removeprefix("torch.") not in ALLOWED_DTYPES:
                 raise ProtocolError(f"tensor {name} has a disallowed dtype {t.dtype}")
             if t.numel() > MAX_TENSOR_ELEMENTS:
                 raise ProtocolError(f"tensor {name} has {t.numel()} elements (limit {MAX_TENSOR_ELEMENTS})")

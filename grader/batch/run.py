@@ -77,7 +77,7 @@ def start_forkserver() -> multiprocessing.context.BaseContext:
     from multiprocessing import forkserver
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["grader.cli", "grader.runner.engine"])
+    context.set_forkserver_preload(["grader.cli", "grader.runner.engine", "grader.runner.plugin", "torch"])
     forkserver.ensure_running()
     return context
 

@@ -8,8 +8,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
 from .. import __version__
 from ..protocol import Diagnostic
 from ..report.models import (
@@ -23,12 +21,13 @@ from ..report.models import (
 from ..sandbox import Limits, make_backend
 from ..submission import SubmissionError, load
 from .course import adjustments, apply, parse_time
-from .plugin import run_suite
 from .session import WorkerSession
 from .suite import Suite, SuiteError, resolve
 
 
 def environment(isolation: IsolationInfo | None) -> Environment:
+    import torch
+
     return Environment(
         python=platform.python_version(),
         torch=torch.__version__,
@@ -85,6 +84,12 @@ def grade(
     session = WorkerSession(sandbox, extracted.chunks)
     session.spawn()
     try:
+        # Only now torch, pytest and the suite's helpers: these imports overlap the worker's own.
+        import torch
+
+        from .plugin import run_suite
+
+        torch.set_num_threads(sandbox.limits.threads)
         results, collect_errors = run_suite(session, suite, seed, extracted, sandbox.scratch)
     finally:
         session.stop()
