@@ -34,7 +34,7 @@ class Limits:
     """Resource limits for one worker process."""
 
     address_space: int = 10 << 30  # torch (a CUDA build) maps ~3.3 GB of address space at import
-    memory: int = 4 << 30  # resident memory, where a cgroup can enforce it
+    memory: int = 2 << 30  # resident memory, where a cgroup can enforce it (a grade needs about 0.6 GiB)
     cpu_seconds: int = 900
     file_size: int = 64 << 20
     open_files: int = 512
