@@ -266,8 +266,9 @@ def unused_import(node: ast.stmt, used: set[str]) -> bool:
         bound = {alias.asname or alias.name.split(".")[0] for alias in node.names}
     else:
         return False
-    fresh = all(name.split(".")[0] not in sys.modules and findable(name) for name in modules)
-    return fresh and not bound & used
+    if bound & used:
+        return False
+    return all(name.split(".")[0] not in sys.modules and findable(name) for name in modules)
 
 
 def findable(dotted: str) -> bool:

@@ -12,8 +12,8 @@ import pytest
 
 from grader.batch.discover import discover
 from tests.conftest import CORRECT, ROOT, grade_all, vitgrade, without_timings
-from tests.corpus.hostile import ATTACKS
-from tests.corpus.mutants import MUTANTS
+from tests.corpus.hostile import ATTACKS, FORWARD_AT, IMPORT_AT
+from tests.corpus.mutants import MUTANTS, REFERENCE
 from tests.notebooks import write_course_zip, write_notebook
 
 QUICK_ATTACKS = ("exit_at_import", "segfault", "fake_report", "forged_channel", "sys_exit_in_forward", "huge_output")
@@ -150,11 +150,9 @@ def test_course_policy_adjustments(tmp_path: Path) -> None:
 def test_a_grade_over_its_budget_is_stopped_with_its_workers(tmp_path: Path) -> None:
     """The hang is stopped at its budget, mid-suite, and no worker it started outlives it."""
     pids = tmp_path / "worker-pids.log"
-    hang = (ROOT / "reference" / "vit.py").read_text().replace(
-        "class PatchEmbedding(nn.Module):\n",
-        "class PatchEmbedding(nn.Module):\n    import os as _os\n"
-        f"    open({str(pids)!r}, 'a').write(f'{{_os.getpid()}}\\n')\n",
-    ).replace("        x = self.patch_embed(x)  # (B, N, D)\n", "        while True:\n            pass\n")
+    hang = REFERENCE.read_text().replace(
+        IMPORT_AT, IMPORT_AT + f"    import os as _os\n    open({str(pids)!r}, 'a').write(f'{{_os.getpid()}}\\n')\n"
+    ).replace(FORWARD_AT, "        while True:\n            pass\n")
     subs = tmp_path / "submissions"
     subs.mkdir()
     (subs / "hang.py").write_text(hang)

@@ -4,9 +4,10 @@ Each submission is graded by the same command a single grade uses, so its report
 to `vitgrade grade SUBMISSION --seed S` (the seed is derived from the submission's content
 unless given). The grading processes are forked from a fork server that has imported torch and
 the engine once, so a submission costs what its tests compute, not another 3 s of imports; each
-fork starts from that same freshly imported state, never from an earlier grade's. A run is resumable: a submission whose content hash, suite version and options
-match the saved state is not graded again unless forced. A submission that runs past its budget
-is killed and gets an error report; the others never wait for it.
+fork starts from that same freshly imported state, never from an earlier grade's. A run is
+resumable: a submission whose content hash, suite version and options match the saved state is
+not graded again unless forced. A submission that runs past its budget is stopped and gets an
+error report; the others never wait for it.
 """
 
 from __future__ import annotations
@@ -123,19 +124,20 @@ def grade_one(context: multiprocessing.context.BaseContext, entry: Entry, sha: s
     process = context.Process(target=vitgrade, args=(command(entry, seed, out, options), str(log)))  # type: ignore[attr-defined]
     process.start()
     process.join(options.budget_s)
-    if process.exitcode is None:
+    over_budget = process.exitcode is None
+    if over_budget:
         stop(process)
-        log.unlink(missing_ok=True)
-        report = budget_report(entry, sha, seed, options, f"grading took longer than its budget of {options.budget_s:.0f} s")
-        out.write_text(json.dumps(report, indent=2))
-        return report
     lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
     log.unlink(missing_ok=True)
-    if process.exitcode != 0 or not out.exists():
-        report = budget_report(entry, sha, seed, options, (lines or ["the grading process failed"])[-1][:300])
-        out.write_text(json.dumps(report, indent=2))
-        return report
-    return json.loads(out.read_text())
+    if over_budget:
+        reason = f"grading took longer than its budget of {options.budget_s:.0f} s"
+    elif process.exitcode != 0 or not out.exists():
+        reason = (lines or ["the grading process failed"])[-1][:300]
+    else:
+        return json.loads(out.read_text())
+    report = budget_report(entry, sha, seed, options, reason)
+    out.write_text(json.dumps(report, indent=2))
+    return report
 
 
 def run(
