@@ -276,7 +276,10 @@ def findable(dotted: str) -> bool:
     path: list[str] | None = None
     parts = dotted.split(".")
     for depth in range(1, len(parts) + 1):
-        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[:depth]), path)
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(".".join(parts[:depth]), path)
+        except (ImportError, ValueError, OSError):  # then the import itself runs and reports why
+            return False
         if spec is None:
             return False
         path = list(spec.submodule_search_locations or [])
