@@ -14,7 +14,7 @@ RUN python -m pip install --no-cache-dir torch==2.14.1 torchvision==0.29.1 \
 
 # The engine and the public suite only (see .dockerignore): never reference/ or test_cases/hidden/.
 COPY pyproject.toml README.md /src/
-COPY grader /src/grader
+COPY vitgrade /src/vitgrade
 COPY test_cases/public /src/test_cases/public
 RUN python -m pip install --no-cache-dir --no-deps --no-build-isolation /src && rm -rf /src
 

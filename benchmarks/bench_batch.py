@@ -45,7 +45,7 @@ def main() -> None:
             for count in (args.count, 2 * args.count):
                 for jobs in (1, 2):
                     start = time.perf_counter()
-                    subprocess.run([sys.executable, "-m", "grader", "batch", str(subs / str(count)), "--out",
+                    subprocess.run([sys.executable, "-m", "vitgrade", "batch", str(subs / str(count)), "--out",
                                     str(Path(tmp) / f"out-{count}-{jobs}-{round_}"), "--suite", args.suite, "--jobs", str(jobs)],
                                    check=True, capture_output=True, cwd=ROOT)  # fmt: skip
                     runs.setdefault((count, jobs), []).append(time.perf_counter() - start)

@@ -79,9 +79,9 @@ def measure(command: list[str]) -> tuple[float, int, int]:
 
 def worker_ready(notebook: Path, backend: str) -> tuple[float, float]:
     """(seconds from spawn to the worker's ready message, of which running the student's code)."""
-    from grader.runner.session import WorkerSession
-    from grader.sandbox import make_backend
-    from grader.submission import load
+    from vitgrade.runner.session import WorkerSession
+    from vitgrade.sandbox import make_backend
+    from vitgrade.submission import load
 
     sandbox = make_backend(backend)
     session = WorkerSession(sandbox, load(notebook).chunks)
@@ -102,8 +102,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         build_examples(Path(tmp))
         solved = Path(tmp) / "solved.ipynb"
-        cli = [sys.executable, "-m", "grader"]
-        start_torch = statistics.median(measure([sys.executable, "-c", "import grader.runner.engine"])[0] for _ in range(args.repeat))
+        cli = [sys.executable, "-m", "vitgrade"]
+        start_torch = statistics.median(measure([sys.executable, "-c", "import vitgrade.runner.engine"])[0] for _ in range(args.repeat))
         print(f"repeats: {args.repeat} (medians); trusted process start + torch import: {start_torch:.2f} s")
         totals: dict[tuple[str, str], float] = {}
         for backend in backends:

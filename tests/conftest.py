@@ -20,7 +20,7 @@ def vitgrade(*args: str, cwd: Path | None = None, timeout: float = 900) -> subpr
     """Run the vitgrade CLI as a separate process, as a user would."""
     env = {**os.environ, "VITGRADE_COURSE": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "grader", *args], capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout, env=env
+        [sys.executable, "-m", "vitgrade", *args], capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout, env=env
     )
 
 

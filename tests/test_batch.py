@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.batch.discover import discover
+from vitgrade.batch.discover import discover
 from tests.conftest import CORRECT, ROOT, grade_all, vitgrade, without_timings
 from tests.corpus.hostile import ATTACKS, FORWARD_AT, IMPORT_AT
 from tests.corpus.mutants import MUTANTS, REFERENCE

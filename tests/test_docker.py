@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from grader.sandbox import local_probe
-from grader.sandbox.docker import probe
+from vitgrade.sandbox import local_probe
+from vitgrade.sandbox.docker import probe
 from tests.conftest import ROOT, grade_all
 from tests.corpus.hostile import ATTACKS, IMPORT_AT
 from tests.corpus.mutants import MUTANTS, REFERENCE

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from grader.sandbox import local_probe
+from vitgrade.sandbox import local_probe
 from tests.conftest import ROOT, failures, grade, grade_all, unit_scores, vitgrade
 from tests.corpus.hostile import ATTACKS, IMPORT_AT, MONKEYPATCH, NAN_FLOOD, TARGET_TEST
 from tests.corpus.mutants import MUTANTS

@@ -87,10 +87,10 @@ def test_student_kit_and_wheel_hold_no_hidden_material(tmp_path: Path, examples:
     assert {"README.md", "HW4-VIT-Student.ipynb", "public_suite/suite.toml", "public_suite/fixtures/sdpa.safetensors"} <= names
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(tmp_path / "installed")
-        assert "grader/public_suite/fixtures/mhsa.safetensors" in archive.namelist()
+        assert "vitgrade/public_suite/fixtures/mhsa.safetensors" in archive.namelist()
     # The wheel alone (no course checkout) checks a notebook with its bundled public suite.
     env = {k: v for k, v in os.environ.items() if k != "VITGRADE_COURSE"}
-    done = subprocess.run([sys.executable, "-m", "grader", "check", str(examples / "solved.ipynb")], cwd=tmp_path / "installed",
+    done = subprocess.run([sys.executable, "-m", "vitgrade", "check", str(examples / "solved.ipynb")], cwd=tmp_path / "installed",
                           capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Total: 18 / 18" in done.stdout

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from grader.submission import MAX_CELL_BYTES, SubmissionError, load
+from vitgrade.submission import MAX_CELL_BYTES, SubmissionError, load
 from tests.notebooks import write_course_zip, write_nbformat_40
 
 ROOT = Path(__file__).resolve().parents[1]

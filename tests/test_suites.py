@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from grader.runner.cases import UNITS
+from vitgrade.runner.cases import UNITS
 from tests.conftest import ROOT
 
 SUITES = ROOT / "test_cases"

@@ -3,7 +3,7 @@
 
 import torch
 
-from grader.api import case, describe, expect, expect_shape, perturbed
+from vitgrade.runner.api import case, describe, expect, expect_shape, perturbed
 
 DIM, HEADS, MLP = 24, 3, 56
 

@@ -4,7 +4,7 @@ and masks passed through MultiHeadSelfAttention and TransformerBlock."""
 
 import torch
 
-from grader.api import (
+from vitgrade.runner.api import (
     case,
     describe,
     expect,

@@ -4,7 +4,7 @@ transplant equality, permutation equivariance, batch independence, no forbidden 
 
 import torch
 
-from grader.api import (
+from vitgrade.runner.api import (
     case,
     describe,
     expect,

@@ -3,7 +3,7 @@
 
 import torch
 
-from grader.api import (
+from vitgrade.runner.api import (
     case,
     describe,
     expect,

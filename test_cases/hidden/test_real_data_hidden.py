@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from grader.api import case, cifar, inform
+from vitgrade.runner.api import case, cifar, inform
 
 HYPER = ("image_size", "patch_size", "in_channels", "embed_dim", "num_heads", "mlp_dim", "num_layers", "num_classes", "dropout")
 

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from grader.api import (
+from vitgrade.runner.api import (
     case,
     describe,
     expect,

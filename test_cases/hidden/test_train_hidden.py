@@ -5,7 +5,7 @@ Thresholds come from `vitgrade calibrate` (suite.toml [train])."""
 
 import torch
 
-from grader.api import arrangement_task, case, expect
+from vitgrade.runner.api import arrangement_task, case, expect
 
 RUNS: dict[tuple[int, int], float] = {}
 

@@ -3,7 +3,7 @@
 
 import torch
 
-from grader.api import case, describe, expect, expect_close, expect_shape, perturbed
+from vitgrade.runner.api import case, describe, expect, expect_close, expect_shape, perturbed
 
 
 def build(student, image=16, patch=4, channels=3, dim=32, heads=4, mlp=48, layers=2, classes=7, dropout=0.0):

@@ -2,7 +2,7 @@
 
 import torch
 
-from grader.api import case, describe, expect, expect_shape
+from vitgrade.runner.api import case, describe, expect, expect_shape
 
 DIM, HEADS, MLP = 32, 4, 64
 

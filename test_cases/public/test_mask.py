@@ -1,6 +1,6 @@
 """Public tests of the mask argument: True = may attend, masked weights exactly 0."""
 
-from grader.api import case, describe, expect, expect_close, expect_tensors
+from vitgrade.runner.api import case, describe, expect, expect_close, expect_tensors
 
 SDPA = "scaled_dot_product_attention"
 

@@ -1,6 +1,6 @@
 """Public tests of MultiHeadSelfAttention."""
 
-from grader.api import (
+from vitgrade.runner.api import (
     case,
     describe,
     expect,

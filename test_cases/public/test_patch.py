@@ -1,7 +1,7 @@
 """Public tests of PatchEmbedding."""
 
 
-from grader.api import case, describe, expect_shape, patch_mappings, search_transplant
+from vitgrade.runner.api import case, describe, expect_shape, patch_mappings, search_transplant
 
 
 @case(unit="patch", points=1)

@@ -2,7 +2,7 @@
 
 import torch
 
-from grader.api import case, expect, forbidden_uses
+from vitgrade.runner.api import case, expect, forbidden_uses
 
 
 @case(unit="policy", points=1)

@@ -1,6 +1,6 @@
 """Public tests of scaled_dot_product_attention, against fixtures precomputed from the reference."""
 
-from grader.api import (
+from vitgrade.runner.api import (
     case,
     describe,
     expect,

@@ -1,6 +1,6 @@
 """Public training check: the grader's own short loop runs on your model and the loss goes down."""
 
-from grader.api import arrangement_task, case, expect
+from vitgrade.runner.api import arrangement_task, case, expect
 
 CONFIG = (16, 4, 3, 32, 4, 64, 2, 4, 0.0)
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from grader.api import case, describe, expect, expect_shape, perturbed
+from vitgrade.runner.api import case, describe, expect, expect_shape, perturbed
 
 CONFIG = dict(image_size=16, patch_size=4, in_channels=3, embed_dim=32, num_heads=4, mlp_dim=64, num_layers=2, num_classes=10)
 

@@ -1,6 +1,6 @@
 """The public API for test authors: everything a file in test_cases/ needs to import.
 
-    from grader.api import case, expect_close
+    from vitgrade.runner.api import case, expect_close
 
     @case(unit="sdpa", points=2)
     def test_output(student, fixtures):
@@ -15,9 +15,9 @@ test), `seed` and `rng` (this run's seed, and a generator derived from it and th
 suites that declare one.
 """
 
-from .runner import cifar
-from .runner.cases import UNITS, VISIBILITIES, case
-from .runner.judge import (
+from . import cifar
+from .cases import UNITS, VISIBILITIES, case
+from .judge import (
     GradingFailure,
     describe,
     expect,
@@ -27,12 +27,12 @@ from .runner.judge import (
     expect_tensors,
     inform,
 )
-from .runner.policy import forbidden_uses
-from .runner.probes import perturbed, shuffle_patches
-from .runner.student import ModuleInfo, RemoteModule, Result, Student
-from .runner.tasks import arrangement_task
-from .runner.transplant import mhsa_mappings, patch_mappings
-from .runner.transplant import search as search_transplant
+from .policy import forbidden_uses
+from .probes import perturbed, shuffle_patches
+from .student import ModuleInfo, RemoteModule, Result, Student
+from .tasks import arrangement_task
+from .transplant import mhsa_mappings, patch_mappings
+from .transplant import search as search_transplant
 
 __all__ = [
     "UNITS",

@@ -23,7 +23,7 @@ def case(
     """Mark a test function as a graded case. `name` defaults to the docstring's first line.
 
     from_scratch: the points are withheld, under the default policy, when the case's unit uses
-    an API the homework forbids (see grader.runner.policy)."""
+    an API the homework forbids (see vitgrade.runner.policy)."""
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
     if visibility not in VISIBILITIES:

@@ -1,6 +1,6 @@
 """`vitgrade calibrate`: the reference's accuracy distribution under the training check.
 
-It runs exactly what the hidden suite's training case runs (grader.training on the synthetic
+It runs exactly what the hidden suite's training case runs (vitgrade.training on the synthetic
 task, with the suite's [train] settings), on many seeds, in parallel processes, and estimates
 how often the reference itself would fall below each threshold.
 """

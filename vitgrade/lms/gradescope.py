@@ -22,7 +22,7 @@ from ..batch.discover import pick
 from ..report.export import gradescope
 from ..report.models import Report
 
-SOURCE_ITEMS = ("grader", "reference", "test_cases", "pyproject.toml", "README.md")
+SOURCE_ITEMS = ("vitgrade", "reference", "test_cases", "pyproject.toml", "README.md")
 PINNED = ("torch", "torchvision", "pydantic", "click", "safetensors", "nbformat", "rich", "pytest", "pyyaml")
 
 RUN_AUTOGRADER = """#!/usr/bin/env bash
@@ -32,7 +32,7 @@ ROOT="${VITGRADE_AUTOGRADER_ROOT:-/autograder}"
 PYTHON="${VITGRADE_PYTHON:-python3}"
 cd "$ROOT/source" || exit 1
 export VITGRADE_COURSE="$ROOT/source"
-exec "$PYTHON" -m grader gradescope run --root "$ROOT" --backend "${VITGRADE_BACKEND:-auto}"
+exec "$PYTHON" -m vitgrade gradescope run --root "$ROOT" --backend "${VITGRADE_BACKEND:-auto}"
 """
 
 

@@ -78,7 +78,7 @@ def start_forkserver() -> multiprocessing.context.BaseContext:
     from multiprocessing import forkserver
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["grader.cli", "grader.runner.engine", "grader.runner.plugin", "torch"])
+    context.set_forkserver_preload(["vitgrade.cli", "vitgrade.runner.engine", "vitgrade.runner.plugin", "torch"])
     forkserver.ensure_running()
     return context
 

@@ -1,6 +1,6 @@
 """What every sandbox backend provides: start a worker process, capture its output, kill it whole.
 
-A backend starts `python -I -S -B` with only the staged worker runtime (grader/__init__,
+A backend starts `python -I -S -B` with only the staged worker runtime (vitgrade/__init__,
 protocol, training, worker) and the interpreter's site-packages on sys.path, so the worker can import
 torch but never the course checkout (reference/, test_cases/). The channel is the worker's
 stdin/stdout; the student's prints arrive on stderr, captured with a size cap.
@@ -25,7 +25,7 @@ from typing import Any
 from .cgroups import Cgroup
 
 WORKER_FILES = ("__init__.py", "protocol.py", "training.py", "worker.py")
-BOOT = "import sys; sys.path[:0] = sys.argv[1:]; import grader.worker as w; w.main()"
+BOOT = "import sys; sys.path[:0] = sys.argv[1:]; import vitgrade.worker as w; w.main()"
 OUTPUT_CAP = 64 << 10
 
 
@@ -185,9 +185,9 @@ def python_paths() -> list[str]:
 
 
 def stage_runtime(root: Path) -> Path:
-    """Copy the worker's own modules into root/grader, read-only; returns root."""
+    """Copy the worker's own modules into root/vitgrade, read-only; returns root."""
     package = Path(__file__).resolve().parents[1]
-    target = root / "grader"
+    target = root / "vitgrade"
     target.mkdir(parents=True, exist_ok=True)
     for name in WORKER_FILES:
         shutil.copyfile(package / name, target / name)

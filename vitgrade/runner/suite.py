@@ -35,7 +35,7 @@ BUNDLED_PUBLIC = Path(__file__).resolve().parents[1] / "public_suite"  # in an i
 
 
 def course_root() -> Path:
-    """The checkout holding test_cases/ and reference/: $VITGRADE_COURSE, else next to grader/."""
+    """The checkout holding test_cases/ and reference/: $VITGRADE_COURSE, else next to vitgrade/."""
     env = os.environ.get("VITGRADE_COURSE")
     return Path(env) if env else Path(__file__).resolve().parents[2]
 

@@ -1,5 +1,0 @@
-"""`python -m grader` is the vitgrade command line."""
-
-from .cli import main
-
-main()

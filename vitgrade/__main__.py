@@ -1,0 +1,5 @@
+"""`python -m vitgrade` is the vitgrade command line."""
+
+from .cli import main
+
+main()
