@@ -13,17 +13,44 @@ import click
 from rich.console import Console
 
 from . import __version__
+from .api import BACKEND_NAMES, DEFAULT_BUDGET_S, GradeOptions
+from .report.export import EXPORTERS
+from .times import parse_iso
 
 if TYPE_CHECKING:
     from .report.models import Report
 
-ISO_FORMATS = ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]
+
+
+class IsoTime(click.ParamType):
+    """ISO 8601 as LMS exports write it: a space or T, fractional seconds of any length, an offset or Z."""
+
+    name = "ISO-8601-time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_iso(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time (e.g. 2025-11-21T23:59:00-05:00)", param, ctx)
+
+
 THREADS = click.option("--threads", type=int, default=1, show_default=True, help="torch threads for grading")
 BACKEND = click.option(
     "--backend",
+    type=click.Choice(BACKEND_NAMES),
     default="auto",
     show_default=True,
-    help="sandbox for the worker: local (bubblewrap), process (plain child), or auto (local where it works)",
+    help="sandbox for the worker: local (bubblewrap), user (nobody + rlimits), process (plain child), docker,"
+    " or auto (local where it works)",
+)
+BUDGET = click.option(
+    "--budget",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_BUDGET_S,
+    show_default=True,
+    help="seconds the whole grade may take; tests past it fail as timeouts and the report is still written",
 )
 
 
@@ -38,15 +65,14 @@ def write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def run_grade(submission: Path, suite: str, seed: int | None, backend: str, threads: int = 1, **course: Any) -> Report:
-    from .runner.engine import grade
+def run_grade(submission: Path, options: GradeOptions) -> Report:
+    from .api import grade
     from .runner.suite import SuiteError
-    from .sandbox import Limits
 
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        return grade(submission, suite, seed=seed, backend=backend, limits=Limits(threads=threads), **course)
-    except (SuiteError, ValueError, RuntimeError) as exc:
+        return grade(submission, options)
+    except SuiteError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted: no report was written (the workers were stopped)")
@@ -69,11 +95,12 @@ def main() -> None:
 @click.argument("notebook", type=click.Path(path_type=Path))
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="also write the JSON report here")
 @BACKEND
-def check(notebook: Path, json_path: Path | None, backend: str) -> None:
+@BUDGET
+def check(notebook: Path, json_path: Path | None, backend: str, budget: float) -> None:
     """Run the public tests on NOTEBOOK and print a table with the total."""
     from .report.export import native, print_table
 
-    report = run_grade(notebook, "public", None, backend)
+    report = run_grade(notebook, GradeOptions(suite="public", backend=backend, budget_s=budget))
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)
@@ -86,13 +113,14 @@ def check(notebook: Path, json_path: Path | None, backend: str) -> None:
 @click.argument("submission", type=click.Path(path_type=Path))
 @click.option("--suite", default="public", show_default=True, help="public, full (public + hidden) or a suite folder")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="write the report here instead of stdout")
-@click.option("--format", "fmt", type=click.Choice(["native", "gradescope"]), default="native", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(list(EXPORTERS)), default="native", show_default=True)
 @click.option("--seed", type=int, help="reproduce a run: the seed recorded in its report")
 @click.option("--student", help="the student's id, recorded in the report")
-@click.option("--submitted-at", type=click.DateTime(ISO_FORMATS), help="submission time (ISO 8601), for the late penalty")
-@click.option("--due", type=click.DateTime(ISO_FORMATS), help="due date (ISO 8601); overrides the suite's [course] due")
+@click.option("--submitted-at", type=IsoTime(), help="submission time (ISO 8601), for the late penalty")
+@click.option("--due", type=IsoTime(), help="due date (ISO 8601); overrides the suite's [course] due")
 @THREADS
 @BACKEND
+@BUDGET
 def grade(
     submission: Path,
     suite: str,
@@ -104,12 +132,15 @@ def grade(
     due: datetime | None,
     threads: int,
     backend: str,
+    budget: float,
 ) -> None:
     """Grade SUBMISSION (.ipynb, .py or the course zip) and emit a JSON score report."""
-    from .report.export import gradescope_json, native
+    from .report.export import EXPORTERS
 
-    report = run_grade(submission, suite, seed, backend, threads, student=student, submitted_at=submitted_at, due=due)
-    text = gradescope_json(report) if fmt == "gradescope" else native(report)
+    options = GradeOptions(suite=suite, seed=seed, backend=backend, threads=threads, student=student,
+                           submitted_at=submitted_at, due=due, budget_s=budget)  # fmt: skip
+    report = run_grade(submission, options)
+    text = EXPORTERS[fmt](report)
     if json_path:
         write(json_path, text)
         click.echo(f"{report.submission.path}: {report.score:g}/{report.max_score:g} -> {json_path}", err=True)
@@ -172,9 +203,9 @@ def calibrate(suite: str, seeds: int, first_seed: int, jobs: int, out: Path | No
 @click.option("--suite", default="full", show_default=True)
 @click.option("--jobs", type=int, default=1, show_default=True, help="submissions graded in parallel")
 @click.option("--seed", type=int, help="one seed for every submission (default: derived from each submission's content)")
-@click.option("--due", type=click.DateTime(ISO_FORMATS), help="due date for the late penalty")
+@click.option("--due", type=IsoTime(), help="due date for the late penalty")
 @click.option("--times", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV of student,submitted_at")
-@click.option("--budget", type=float, default=900.0, show_default=True, help="seconds one submission may take in all")
+@BUDGET
 @click.option("--assignment", default="HW4 Implementation", show_default=True, help="the gradebook column / item name")
 @click.option("--force", is_flag=True, help="regrade submissions that are already graded")
 @BACKEND

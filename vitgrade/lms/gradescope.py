@@ -88,7 +88,7 @@ def protect_source(source: Path) -> None:
 
 def run(root: Path, backend: str) -> Path:
     """Grade /autograder/submission into /autograder/results/results.json, whatever happens."""
-    from ..runner.engine import grade
+    from ..api import GradeOptions, grade
 
     results = root / "results" / "results.json"
     results.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,8 @@ def run(root: Path, backend: str) -> Path:
     try:
         if submission is None:
             raise FileNotFoundError("no .ipynb, .py or .zip file was submitted")
-        report: Report = grade(submission, "full", backend=backend, student=student, submitted_at=submitted_at, due=due)
+        options = GradeOptions(suite="full", backend=backend, student=student, submitted_at=submitted_at, due=due)
+        report: Report = grade(submission, options)
         payload = gradescope(report)
     except Exception as exc:  # Gradescope must always get a results.json
         payload = {"score": 0.0, "output": f"The autograder could not grade this submission: {exc}", "tests": []}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -51,6 +51,10 @@ def gradescope(report: Report) -> dict[str, Any]:
 
 def gradescope_json(report: Report) -> str:
     return json.dumps(gradescope(report), indent=2)
+
+
+EXPORTERS: dict[str, Callable[[Report], str]] = {"native": native, "gradescope": gradescope_json}
+"""Report formats by name: `--format` offers exactly these."""
 
 
 def print_table(report: Report, console: Console) -> None:

@@ -87,8 +87,10 @@ class Report(Strict):
     tests_score: float = 0.0  # the sum of the tests' scores, before adjustments
     adjustments: list[Adjustment] = Field(default_factory=list)
     seed: int
+    budget_s: float | None = None  # the whole grade's time budget
+    budget_used_up: bool = False  # some tests were cut short or not run because the budget ended
     duration_s: float = 0.0
-    environment: Environment
+    environment: Environment | None = None  # None when the grading process itself failed
     diagnostics: list[Diagnostic] = Field(default_factory=list)
     tests: list[TestResult] = Field(default_factory=list)
     student_output: StudentOutput = Field(default_factory=StudentOutput)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..report.models import Adjustment
 from ..submission import ALLOWED_ZIP_FILES, Extracted
+from ..times import parse_iso
 
 DEFAULTS = {
     "wrong_files_penalty": 0.10,
@@ -25,7 +26,7 @@ DEFAULTS = {
 def parse_time(value: str | datetime | None) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
-    return datetime.fromisoformat(str(value))
+    return parse_iso(str(value))
 
 
 def adjustments(

@@ -26,7 +26,8 @@ from .cases import UNITS
 from .judge import NOTES
 from .policy import apply_forbidden_policy, forbidden_uses, runtime_units
 from .session import StudentError, WorkerFailure, WorkerSession
-from .student import Student
+from .budget import Budget
+from .student import BudgetExhausted, Student
 from .suite import Suite
 
 INTERNAL_ERROR = "internal error in this test case; the instructor has been notified"
@@ -58,9 +59,16 @@ def load_reference(path: Path) -> ModuleType:
 
 class VitgradePlugin:
     def __init__(
-        self, session: WorkerSession, suite: Suite, seed: int, extracted: Extracted, log: Callable[[str], None]
+        self,
+        session: WorkerSession,
+        suite: Suite,
+        seed: int,
+        extracted: Extracted,
+        log: Callable[[str], None],
+        budget: Budget,
     ):
         self.session = session
+        self.budget = budget
         self.chunks = extracted.chunks
         self.checkpoint_bytes = extracted.checkpoint
         self.from_scratch: list[bool] = []
@@ -75,7 +83,10 @@ class VitgradePlugin:
 
     @pytest.fixture
     def student(self, request: pytest.FixtureRequest) -> Student:
-        return Student(self.session, float(case_mark(request.node).kwargs["timeout"]))
+        if self.budget.remaining() <= 0:
+            self.budget.used_up = True
+            raise BudgetExhausted(self.budget.message())
+        return Student(self.session, float(case_mark(request.node).kwargs["timeout"]), self.budget)
 
     @pytest.fixture
     def reference(self) -> ModuleType:
@@ -163,6 +174,8 @@ class VitgradePlugin:
             return "skipped", str(exc.msg) if hasattr(exc, "msg") else "skipped"
         if isinstance(exc, WorkerFailure):
             return exc.status, str(exc)
+        if isinstance(exc, BudgetExhausted):
+            return "timeout", str(exc)
         if isinstance(exc, StudentError):
             return ("failed" if exc.info.kind == "not_implemented" else "error"), exc.student_message()
         if isinstance(exc, AssertionError):
@@ -194,13 +207,13 @@ def pytest_args(suite: Suite, ini: Path) -> list[str]:
 
 
 def run_suite(
-    session: WorkerSession, suite: Suite, seed: int, extracted: Extracted, scratch: Path
+    session: WorkerSession, suite: Suite, seed: int, extracted: Extracted, scratch: Path, budget: Budget
 ) -> tuple[list[TestResult], list[str]]:
     """Run every case of the suite in this (trusted) process, then apply the forbidden-API policy.
     Returns the results and any collection errors."""
     ini = scratch / "pytest.ini"
     ini.write_text("[pytest]\n")
-    plugin = VitgradePlugin(session, suite, seed, extracted, lambda text: print(text, file=sys.stderr))
+    plugin = VitgradePlugin(session, suite, seed, extracted, lambda text: print(text, file=sys.stderr), budget)
     code = pytest.main(pytest_args(suite, ini), plugins=[plugin])
     if code == pytest.ExitCode.INTERRUPTED:
         raise KeyboardInterrupt  # pytest swallowed it: a partial run must not become a report

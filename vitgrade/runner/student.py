@@ -13,7 +13,12 @@ from typing import Any
 
 import torch
 
-from .session import WorkerSession
+from .budget import Budget
+from .session import WorkerSession, WorkerTimeout
+
+
+class BudgetExhausted(Exception):
+    """The grade's budget ended before or during this test."""
 
 
 @dataclass
@@ -50,9 +55,11 @@ class ModuleInfo:
 class Student:
     """The submission as test code sees it. Every call counts against the test's deadline."""
 
-    def __init__(self, session: WorkerSession, timeout: float):
+    def __init__(self, session: WorkerSession, timeout: float, budget: Budget):
         self.session = session
-        self.deadline = time.monotonic() + timeout
+        self.budget = budget
+        self.deadline = min(time.monotonic() + timeout, budget.deadline)
+        self.budget_binds = self.deadline == budget.deadline  # the budget, not the test's limit, ends this test
         self.timeout = timeout
 
     def remaining(self) -> float:
@@ -62,7 +69,13 @@ class Student:
         return name in self.session.ensure().names
 
     def _ask(self, op: str, target: Any, label: str, **fields: Any) -> Any:
-        return self.session.request(op, target, timeout=self.remaining(), limit=self.timeout, label=label, **fields)
+        try:
+            return self.session.request(op, target, timeout=self.remaining(), limit=self.timeout, label=label, **fields)
+        except WorkerTimeout:
+            if not self.budget_binds:
+                raise
+            self.budget.used_up = True
+            raise BudgetExhausted(self.budget.message()) from None
 
     def _result(self, reply: Any) -> Result:
         result = reply.result if isinstance(reply.result, dict) else {"value": reply.result}

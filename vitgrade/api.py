@@ -1,0 +1,59 @@
+"""The library seam: `vitgrade.grade(submission, options) -> Report`.
+
+The CLI, the batch children, the Gradescope runner and the service all call this one function.
+Its options are a pydantic model, so they can travel as JSON (a batch child, a queue message)
+and a typo is an error where the options are made, not in the middle of a grade.
+
+One grade per process: a grade starts a worker, installs signal handlers, sets torch's thread
+count and imports the suite's test files; the batch and the service therefore run each grade in
+a process of its own (forked from a server that imported torch once), never two in one process.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .sandbox import BACKENDS
+
+if TYPE_CHECKING:
+    from .report.models import Report
+
+DEFAULT_BUDGET_S = 300.0
+BACKEND_NAMES = ("auto", *BACKENDS)  # auto: local where namespaces work, else user, else process
+
+
+class GradeOptions(BaseModel):
+    """How to grade one submission. Every field has the default an instructor would expect."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suite: str = "public"  # public, full, hidden, or a suite folder
+    seed: int | None = Field(default=None, ge=0, lt=2**31)  # None: the suite's fixed seed, or a fresh one
+    backend: str = "auto"
+    threads: int = Field(default=1, ge=1, le=256)  # torch threads, in the worker and on the trusted side
+    student: str | None = None
+    submitted_at: datetime | None = None  # for the late penalty
+    due: datetime | None = None  # overrides the suite's [course] due
+    budget_s: float = Field(default=DEFAULT_BUDGET_S, gt=0)  # the whole grade; tests past it fail as timeouts
+
+    @field_validator("backend")
+    @classmethod
+    def known_backend(cls, value: str) -> str:
+        if value not in BACKEND_NAMES:
+            raise ValueError(f"unknown backend {value!r}; choose one of {', '.join(BACKEND_NAMES)}")
+        return value
+
+
+def grade(submission: str | Path, options: GradeOptions | None = None) -> Report:
+    """Grade SUBMISSION. Whatever the submission or its worker does, the result is a report with a
+    status and a one-line reason. Raises SuiteError only when the suite itself is unusable (the
+    instructor's setup, not the student's), and KeyboardInterrupt when the grade is interrupted."""
+    from .runner.engine import Engine
+
+    options = options or GradeOptions()
+    return Engine(Path(submission), options, time.monotonic()).run()
