@@ -7,8 +7,9 @@
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
-# Pinned like pyproject.toml; on an offline base image that already holds them, pip installs nothing.
-RUN python -m pip install --no-cache-dir torch==2.14.1 torchvision==0.29.1 \
+# Pinned by constraints.txt; on an offline base image that already holds them, pip installs nothing.
+COPY constraints.txt /src/
+RUN python -m pip install --no-cache-dir -c /src/constraints.txt torch torchvision einops \
         "pydantic>=2.6" "click>=8.1" "safetensors>=0.4" "nbformat>=5.9" "rich>=13" "pytest>=8" \
         "pyyaml>=6" "matplotlib>=3.7" "docker>=7" "setuptools>=68"
 

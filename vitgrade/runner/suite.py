@@ -12,9 +12,60 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SUITE_FILE = "suite.toml"
+
+
+class Section(BaseModel):
+    """A table of suite.toml: unknown keys are errors, so a typo fails when the suite is loaded,
+    not as an internal error in every student's report."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class CourseSection(Section):
+    wrong_files_penalty: float = Field(default=0.10, ge=0, le=1)
+    late_penalty_per_day: float = Field(default=0.10, ge=0, le=1)
+    max_late_days: int = Field(default=4, ge=0)
+    not_executable_penalty: float = Field(default=0.20, ge=0, le=1)
+    due: str | None = None  # ISO 8601 with a UTC offset
+
+
+class PolicySection(Section):
+    forbidden: Literal["from_scratch", "unit", "none"] = "from_scratch"
+
+
+class TrainSection(Section):
+    model: list[int | float] = Field(min_length=9, max_length=9)  # VisionTransformer(*model)
+    train_images: int = Field(gt=0)
+    held_out_images: int = Field(gt=0)
+    steps: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    full_credit: float = Field(gt=0, le=1)
+    half_credit: float = Field(gt=0, le=1)
+
+
+class DataSection(Section):
+    cifar100_root: str | None = None
+    cifar10_root: str | None = None
+
+
+class SuiteFile(Section):
+    """suite.toml."""
+
+    name: str
+    version: str | int = "0"
+    seed: int | None = None  # a fixtures-only suite grades with a fixed seed
+    reference: str | None = None  # path of the reference solution, relative to the suite folder
+    course: CourseSection | None = None
+    policy: PolicySection | None = None
+    train: TrainSection | None = None
+    data: DataSection | None = None
 
 
 class SuiteError(Exception):
@@ -55,9 +106,16 @@ def read_dir(path: Path) -> tuple[dict[str, Any], Path]:
     if not config_file.is_file():
         raise SuiteError(f"{path} is not a suite: it has no {SUITE_FILE}")
     try:
-        return tomllib.loads(config_file.read_text()), config_file
+        raw = tomllib.loads(config_file.read_text())
+        checked = SuiteFile.model_validate(raw)
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"{config_file} is not valid TOML: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SuiteError(f"{config_file}: {problems}") from None
+    # The test cases read the tables as plain dicts; only what the file sets (and the defaults of
+    # the tables it has) is there.
+    return checked.model_dump(exclude_none=True), config_file
 
 
 def content_hash(dirs: list[Path]) -> str:
