@@ -72,7 +72,7 @@ def run_grade(submission: Path, options: GradeOptions) -> Report:
     signal.signal(signal.SIGTERM, interrupt)
     try:
         return grade(submission, options)
-    except SuiteError as exc:
+    except (SuiteError, RuntimeError) as exc:  # the suite or the sandbox cannot be used: the instructor's setup
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted: no report was written (the workers were stopped)")
