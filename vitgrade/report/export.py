@@ -84,5 +84,16 @@ def print_table(report: Report, console: Console) -> None:
     if report.student_output.total_bytes:
         note = " (truncated)" if report.student_output.truncated else ""
         console.print(f"your code printed {report.student_output.total_bytes} bytes{note}")
+    console.print(f"your code ran {isolation_line(report)}")
     console.print(f"[bold]Total: {report.score:g} / {report.max_score:g}[/]  (seed {report.seed}, {report.duration_s:.1f} s)")
+
+
+def isolation_line(report: Report) -> str:
+    """What isolated the student's code, as it was: never a sandbox that was not there."""
+    iso = report.environment.isolation if report.environment else None
+    if iso is None:
+        return "nowhere (it was not started)"
+    if iso.backend == "process":
+        return "in a plain separate process, without a sandbox"
+    return f"in the {iso.backend} sandbox (network: {iso.network}; files: {iso.filesystem}; user: {iso.user})"
 
