@@ -7,5 +7,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c "import vitgrade, torch, einops, jsonschema, mypy, nbclient" 2>/dev/null; then
     .venv/bin/pip install --quiet --upgrade pip
-    .venv/bin/pip install --quiet -c constraints.txt -e '.[dev]'
+    .venv/bin/pip install --quiet -c constraints.txt -e '.[dev,grading]'
 fi
