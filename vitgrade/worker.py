@@ -17,10 +17,12 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
+from pydantic import ValidationError
 
 from .protocol import (
     MAX_BLOB,
@@ -32,8 +34,13 @@ from .protocol import (
     Request,
     SdpaCall,
     WorkerErrorInfo,
+    check_result,
     decode,
     encode,
+    first_error,
+    pack,
+    printable,
+    write_all,
     write_frame,
 )
 from .training import predict, train
@@ -93,7 +100,9 @@ class Worker:
                 if unused_import(node, used):
                     names = ", ".join(alias.asname or alias.name for alias in node.names)  # type: ignore[attr-defined]
                     reason = f"import not run: no kept code uses {names}"
-                    notes.append(Diagnostic(where=f"{where}, line {node.lineno}", action="skipped", reason=reason[:2000]))
+                    notes.append(
+                        Diagnostic(where=f"{where}, line {node.lineno}", action="skipped", reason=reason[:2000])
+                    )
                     continue
                 code = compile(ast.Module(body=[node], type_ignores=[]), where, "exec")
                 try:
@@ -104,7 +113,7 @@ class Worker:
                         Diagnostic(
                             where=f"{where}, line {node.lineno}",
                             action="failed",
-                            reason=f"{what}: {type(exc).__name__}: {exc}"[:2000],
+                            reason=printable(f"{what}: {type(exc).__name__}: {exc}", 2000),
                         )
                     )
         return notes
@@ -223,18 +232,41 @@ class Worker:
             try:
                 req = Request.model_validate(raw)
             except Exception as exc:
-                self.send(Reply(nonce=self.nonce, id=int(raw.get("id", -1)), ok=False, error=error_info(exc, "bad_request")))
+                self.send(
+                    Reply(nonce=self.nonce, id=int(raw.get("id", -1)), ok=False, error=error_info(exc, "bad_request")),
+                    None,
+                )
                 continue
             try:
                 result = self.handle(req)
-                reply = Reply(nonce=self.nonce, id=req.id, ok=True, result=result, trace=self.trace[:10000], forbidden=sorted(self.forbidden))
+                reply = Reply(
+                    nonce=self.nonce,
+                    id=req.id,
+                    ok=True,
+                    result=result,
+                    trace=self.trace[:10000],
+                    forbidden=sorted(self.forbidden),
+                )
             except BaseException as exc:  # SystemExit and KeyboardInterrupt from student code too
-                reply = Reply(nonce=self.nonce, id=req.id, ok=False, error=error_info(exc), trace=self.trace[:10000], forbidden=sorted(self.forbidden))
-            self.send(reply)
+                reply = Reply(
+                    nonce=self.nonce,
+                    id=req.id,
+                    ok=False,
+                    error=error_info(exc),
+                    trace=self.trace[:10000],
+                    forbidden=sorted(self.forbidden),
+                )
+            self.send(reply, req.op)
 
-    def send(self, reply: Reply) -> None:
+    def send(self, reply: Reply, op: str | None) -> None:
+        """Send a reply, or the reason it cannot be sent: never a frame the runner would refuse."""
         payload = reply.model_dump(exclude={"result"})
         try:
+            if reply.ok and op is not None:
+                try:
+                    check_result(op, reply.result)
+                except ValidationError as exc:
+                    raise ValueError(f"the grader cannot use this result: {first_error(exc)}") from None
             payload["result"], tensors = encode(reply.result)
             size = sum(t.numel() * t.element_size() for t in tensors.values())
             biggest = max((t.numel() for t in tensors.values()), default=0)
@@ -243,10 +275,17 @@ class Worker:
                     f"the result is too large to send back: {biggest} elements in one tensor (limit "
                     f"{MAX_TENSOR_ELEMENTS}), {size} bytes in all (limit {MAX_BLOB})"
                 )
+            frame = pack(payload, tensors)
         except Exception as exc:
-            payload = {"nonce": self.nonce, "id": reply.id, "ok": False, "result": None, "error": error_info(exc).model_dump()}
-            tensors = {}
-        write_frame(self.chan_out, payload, tensors)
+            failed = {
+                "nonce": self.nonce,
+                "id": reply.id,
+                "ok": False,
+                "result": None,
+                "error": error_info(exc).model_dump(),
+            }
+            frame = pack(failed, {})
+        write_all(self.chan_out, frame)
 
 
 def unused_import(node: ast.stmt, used: set[str]) -> bool:
@@ -326,7 +365,9 @@ def describe(obj: Any) -> dict[str, Any]:
             for n, p in obj.named_parameters()
         ],
         "buffers": [{"name": n, "shape": list(b.shape)} for n, b in obj.named_buffers()],
-        "modules": [{"name": n, "type": f"{type(m).__module__}.{type(m).__qualname__}"} for n, m in obj.named_modules()],
+        "modules": [
+            {"name": n, "type": f"{type(m).__module__}.{type(m).__qualname__}"} for n, m in obj.named_modules()
+        ],
         "shared": len(list(obj.named_parameters(remove_duplicate=False))) - len(list(obj.named_parameters())),
         "training": obj.training,
     }
@@ -350,7 +391,9 @@ def error_info(exc: BaseException, kind: str | None = None) -> WorkerErrorInfo:
             where = f"{frame.filename}, line {frame.lineno}, in {frame.name}: {(frame.line or '').strip()}"
     if isinstance(exc, SystemExit):
         message = f"your code called sys.exit({exc.code!r})"
-    return WorkerErrorInfo(kind=kind, type=type(exc).__name__[:200], message=message[:4000], where=where[:1000])
+    return WorkerErrorInfo(
+        kind=kind, type=printable(type(exc).__name__), message=printable(message, 4000), where=printable(where, 1000)
+    )
 
 
 def main() -> None:
@@ -366,8 +409,10 @@ def main() -> None:
     started = time.perf_counter()
     notes = worker.load(list(header.get("program", [])))
     load_s = time.perf_counter() - started
-    names = sorted(k for k in worker.ns if not k.startswith("__"))
-    ready = Ready(nonce=nonce, ready=True, names=names, diagnostics=notes, torch=torch.__version__, load_s=round(load_s, 4))
+    names = sorted(k for k in worker.ns if isinstance(k, str) and k.isidentifier() and not k.startswith("__"))
+    ready = Ready(
+        nonce=nonce, ready=True, names=names, diagnostics=notes, torch=torch.__version__, load_s=round(load_s, 4)
+    )
     write_frame(chan_out, ready.model_dump())
     worker.serve()
 

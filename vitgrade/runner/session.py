@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..protocol import (
+    MAX_BLOB,
+    TENSOR_RESULTS,
     ChannelClosed,
     ChannelTimeout,
     FrameReader,
@@ -23,8 +25,11 @@ from ..protocol import (
     Reply,
     Request,
     WorkerErrorInfo,
+    check_reply,
     decode,
     encode,
+    first_error,
+    printable,
     write_frame,
 )
 from ..sandbox import Backend, OutputCapture, WorkerProcess
@@ -68,6 +73,15 @@ class StudentError(Exception):
         else:
             text = f"{self.label} raised {info.type}: {info.message}"
         return f"{text} [at {info.where}]" if info.where else text
+
+
+def violation(when: str, exc: ProtocolError | ValidationError) -> str:
+    """What a worker that broke the protocol did, for the report: the frame's content is the student's."""
+    detail = first_error(exc) if isinstance(exc, ValidationError) else printable(str(exc), 300)
+    return (
+        f"the worker broke the grader's protocol {when}: {detail} (something in your code wrote to the "
+        "grader's channel or changed the worker)"
+    )
 
 
 def describe_exit(code: int | None) -> str:
@@ -119,7 +133,10 @@ class WorkerSession:
         self.loaded = False
         self.load_deadline = time.monotonic() + self.startup_timeout
         try:
-            write_frame(self.proc.send_fd, {"program": self.program, "threads": self.backend.limits.threads, "nonce": self.nonce})
+            write_frame(
+                self.proc.send_fd,
+                {"program": self.program, "threads": self.backend.limits.threads, "nonce": self.nonce},
+            )
         except BrokenPipeError:
             pass  # reported by ensure() as a crash while loading
 
@@ -134,11 +151,8 @@ class WorkerSession:
         if self.loaded and self.ready is not None:
             return self.ready
         try:
-            while True:
-                header, tensors = self.reader.read(self.load_deadline)
-                if self.genuine(header):
-                    break
-            self.ready = Ready.model_validate(decode(header, tensors))
+            header, tensors = self.reader.read(self.load_deadline, lambda head, size: self.admit(head, size, None, 0))
+            self.ready = Ready.model_validate(decode(header, tensors), strict=True)
             self.loaded = True
             return self.ready
         except ChannelTimeout:
@@ -150,7 +164,7 @@ class WorkerSession:
             else:
                 self.dead = WorkerCrashed(f"{describe_exit(code)} while your code was being loaded")
         except (ProtocolError, ValidationError) as exc:
-            self.dead = WorkerCrashed(f"the worker sent an invalid message while loading: {str(exc)[:200]}")
+            self.dead = WorkerCrashed(violation("while your code was being loaded", exc))
         self.fail(self.dead)
         self.stop()
         raise self.dead
@@ -179,19 +193,18 @@ class WorkerSession:
         req = Request(id=self.next_id, op=op, target=target, **fields)  # type: ignore[arg-type]
         header, tensors = encode(req.model_dump())
         deadline = time.monotonic() + max(timeout, 0.01)
+        limit_blob = MAX_BLOB if op in TENSOR_RESULTS else 0
         try:
             write_frame(self.proc.send_fd, header, tensors)
-            while True:
-                raw_header, raw_tensors = self.reader.read(deadline)
-                if not self.genuine(raw_header):
-                    continue
-                reply = Reply.model_validate(decode(raw_header, raw_tensors))
-                if reply.id == req.id:
-                    break
-                # A stale frame: a reply to nothing we asked. Ignore it.
+            raw_header, raw_tensors = self.reader.read(
+                deadline, lambda head, size: self.admit(head, size, req.id, limit_blob)
+            )
+            reply = check_reply(decode(raw_header, raw_tensors), op)
         except ChannelTimeout:
             self.stop()
-            raise self.fail(WorkerTimeout(f"{label or op} did not finish within the test's {limit:g} s limit")) from None
+            raise self.fail(
+                WorkerTimeout(f"{label or op} did not finish within the test's {limit:g} s limit")
+            ) from None
         except (ChannelClosed, BrokenPipeError):
             code = self.proc.exit_code(grace=1.0)
             observed = self.proc.oom_killed()
@@ -204,16 +217,29 @@ class WorkerSession:
             raise self.fail(cls(text)) from None
         except (ProtocolError, ValidationError) as exc:
             self.stop()
-            raise self.fail(WorkerCrashed(f"the worker sent an invalid message: {str(exc).splitlines()[0][:200]}")) from None
+            raise self.fail(WorkerCrashed(violation(f"during {label or op}", exc))) from None
         if reply.forbidden:
             self.forbidden_seen.setdefault(label or op, set()).update(reply.forbidden)
-        if not reply.ok:
-            assert reply.error is not None
+        if reply.error is not None:
             if reply.error.kind == "oom":
                 self.stop()  # the heap may be in a bad state: start clean for the next test
                 raise self.fail(WorkerOOM(f"your code ran out of memory: {reply.error.message[:300]}"))
             raise StudentError(reply.error, label or op)
         return reply
+
+    def admit(self, header: dict[str, Any], size: int, request_id: int | None, limit: int) -> bool:
+        """Decide on a frame before its tensor payload is read: skip a forgery without the nonce; refuse
+        (ProtocolError) a reply to anything but `request_id` (None: the Ready message) or a payload over `limit`."""
+        if not self.genuine(header):
+            return False
+        sent_id = header.get("id")
+        if request_id is not None and (type(sent_id) is not int or sent_id != request_id):
+            raise ProtocolError(
+                f"a reply to request {printable(repr(sent_id), 40)} arrived while request {request_id} was running"
+            )
+        if size > limit:
+            raise ProtocolError(f"a tensor payload of {size} bytes where this reply may carry {limit}")
+        return True
 
     def genuine(self, header: dict[str, Any]) -> bool:
         """Frames without the session nonce come from student code writing to the channel."""
@@ -221,7 +247,9 @@ class WorkerSession:
             return True
         self.forged += 1
         if self.forged == 1:
-            self.events.append("forbidden access: your code wrote forged messages to the grader's channel; they were ignored")
+            self.events.append(
+                "forbidden access: your code wrote forged messages to the grader's channel; they were ignored"
+            )
         return False
 
     def fail(self, exc: WorkerFailure) -> WorkerFailure:
