@@ -262,10 +262,11 @@ def gradescope_run(root: Path, backend: str) -> None:
 
 @main.command("student-kit")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("kit.zip"), show_default=True)
-def student_kit(out: Path) -> None:
-    """Write the student kit: template notebook, public suite and fixtures, instructions."""
+@click.option("--wheel-url", help="where you host the kit's wheel (https://...): the instructions and the template install from it")
+def student_kit(out: Path, wheel_url: str | None) -> None:
+    """Write the student kit: template notebook, vitgrade's wheel, public suite and instructions."""
     from .lms.kit import build
     from .runner.suite import course_root
 
-    names = build(course_root(), out)
+    names = build(course_root(), out, wheel_url)
     click.echo(f"wrote {out} ({len(names)} files)")
