@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..protocol import Diagnostic
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION: Literal["1.0"] = "1.0"
 Status = Literal["passed", "failed", "error", "timeout", "oom", "crashed", "skipped"]
 Visibility = Literal["hidden", "after_due_date", "after_published", "visible"]
 

@@ -74,5 +74,5 @@ def one_run(reference: str, settings: dict[str, Any], seed: int) -> float:
 def calibrate(reference: Path, settings: dict[str, Any], seeds: list[int], jobs: int) -> Calibration:
     with ProcessPoolExecutor(jobs) as pool:
         accuracies = list(pool.map(one_run, [str(reference)] * len(seeds), [settings] * len(seeds), seeds))
-    thresholds = {k: float(settings[k]) for k in ("half_credit", "full_credit") if k in settings}
+    thresholds: dict[str, float] = {k: float(settings[k]) for k in ("half_credit", "full_credit") if k in settings}
     return Calibration(accuracies, thresholds)

@@ -50,7 +50,7 @@ def forbidden_uses(chunks: list[Chunk]) -> list[Use]:
             for sub in ast.walk(node):
                 api = classify(sub, aliases)
                 if api:
-                    uses.append(Use(api, unit, f"{chunk.where}, line {sub.lineno}"))
+                    uses.append(Use(api, unit, f"{chunk.where}, line {getattr(sub, 'lineno', node.lineno)}"))
     return sorted(set(uses), key=lambda u: (u.where, u.api))
 
 
