@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import importlib.machinery
+import inspect
 import io
 import linecache
 import os
@@ -142,7 +143,7 @@ class Worker:
         if req.op == "call":
             return self.invoke(self.lookup(req.target), req, None)
         if req.op == "build":
-            obj = self.lookup(req.target, type)(*args, **kwargs)
+            obj = call_student(self.lookup(req.target, type), args, kwargs)
             handle = len(self.handles) + 1
             self.handles[handle] = obj
             return handle
@@ -182,7 +183,7 @@ class Worker:
         if module is not None and req.grad_output is not None:
             module.zero_grad(set_to_none=True)
         with self.tracing(req.trace), torch.set_grad_enabled(req.grad_output is not None or bool(req.grad_inputs)):
-            value = fn(*args, **req.kwargs)
+            value = call_student(fn, args, req.kwargs)
         if req.grad_output is None:
             return {"value": value}
         outputs, grads = pair_outputs(value, req.grad_output)
@@ -286,6 +287,57 @@ class Worker:
             }
             frame = pack(failed, {})
         write_all(self.chan_out, frame)
+
+
+def call_student(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Call a function, class or module of the submission; a TypeError that the call itself raised,
+    because the signature does not accept what the grader passes, says how to change the signature."""
+    try:
+        return fn(*args, **kwargs)
+    except TypeError as exc:
+        hint = signature_hint(fn, args, kwargs)
+        if hint is None:
+            raise
+        raise TypeError(f"{exc}: {hint}") from exc
+
+
+def signature_hint(fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """What to change in fn's signature so that fn(*args, **kwargs) binds; None when it already binds
+    (then the TypeError came from inside the student's code) or the signature cannot be read."""
+    target = type(fn).forward if isinstance(fn, nn.Module) else fn.__init__ if isinstance(fn, type) else fn  # type: ignore[misc]
+    bound = [None] if target is not fn else []  # forward and __init__ take self first
+    try:
+        sig = inspect.signature(target)
+        sig.bind(*bound, *args, **kwargs)
+        return None
+    except (TypeError, ValueError):
+        pass
+    params = [p.replace(annotation=inspect.Parameter.empty) for p in sig.parameters.values()]
+    kinds = {p.kind for p in params}
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    passed = len(bound) + len(args)
+    added: list[str] = []
+    if inspect.Parameter.VAR_POSITIONAL not in kinds:
+        for index in range(len(positional), passed):
+            value = args[index - len(bound)]
+            added.append("mask" if isinstance(value, torch.Tensor) and value.dtype == torch.bool else f"arg{index}")
+    if inspect.Parameter.VAR_KEYWORD not in kinds:
+        added += [name for name in kwargs if name not in sig.parameters]
+    defaults = [p.name for p in positional[passed:] if p.default is p.empty and p.name not in kwargs]
+    params = [p.replace(default=None) if p.name in defaults else p for p in params]
+    at = len([p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
+    params[at:at] = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for name in added]
+    try:
+        fixed = f"{target.__name__}{sig.replace(parameters=params, return_annotation=inspect.Signature.empty)}"
+    except ValueError:  # e.g. a keyword the grader passes is also taken positionally
+        return None
+    advice = []
+    if added:
+        names = ", ".join(f"`{name}=None`" for name in added)
+        advice.append(f"add {'a ' + names + ' parameter' if len(added) == 1 else 'the parameters ' + names}")
+    if defaults:
+        advice.append(f"give {', '.join(f'`{name}`' for name in defaults)} a default")
+    return f"{' and '.join(advice)}: {fixed}" if advice else None
 
 
 def unused_import(node: ast.stmt, used: set[str]) -> bool:
