@@ -34,3 +34,21 @@ def test_a_forward_without_mask_says_to_add_one(tmp_path: Path) -> None:
     assert called["status"] == "error", called
     assert "takes 2 positional arguments but 3 were given" in called["output"], called
     assert "add a `mask=None` parameter: forward(self, x, mask=None)" in called["output"], called
+
+
+def test_torch_calling_sdpa_inside_multihead_attention_is_not_the_students_call(tmp_path: Path) -> None:
+    wrapped = mutant(
+        tmp_path / "torch_mha.py",
+        (
+            "        self.qkv = nn.Linear(embed_dim, 3 * embed_dim)\n        self.out = nn.Linear(embed_dim, embed_dim)\n",
+            "        self.mha = nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)\n",
+        ),
+        (
+            "        B, N, D = x.shape\n        qkv = self.qkv(x)",
+            "        return self.mha(x, x, x, need_weights=False)[0]  # torch runs F.scaled_dot_product_attention\n"
+            "        B, N, D = x.shape\n        qkv = self.qkv(x)",
+        ),
+    )
+    outputs = " ".join(t["output"] for t in grade(wrapped, tmp_path / "report.json")["tests"] if t["unit"] == "mhsa")
+    assert "nn.MultiheadAttention (called at run time)" in outputs, outputs
+    assert "F.scaled_dot_product_attention" not in outputs, outputs
