@@ -52,3 +52,18 @@ def test_torch_calling_sdpa_inside_multihead_attention_is_not_the_students_call(
     outputs = " ".join(t["output"] for t in grade(wrapped, tmp_path / "report.json")["tests"] if t["unit"] == "mhsa")
     assert "nn.MultiheadAttention (called at run time)" in outputs, outputs
     assert "F.scaled_dot_product_attention" not in outputs, outputs
+
+
+def test_a_parameter_name_with_a_lone_surrogate_is_reported_not_fatal(tmp_path: Path) -> None:
+    surrogate = mutant(
+        tmp_path / "surrogate.py",
+        (
+            "        self.out = nn.Linear(embed_dim, embed_dim)\n",
+            '        self.out = nn.Linear(embed_dim, embed_dim)\n        setattr(self, "w\\ud83d", nn.Parameter(torch.zeros(1)))\n',
+        ),
+    )
+    report = grade(surrogate, tmp_path / "report.json")  # exits 0 and writes the report
+    named = [t for t in report["tests"] if "w\\ud83d" in t["output"]]
+    assert named and all(
+        t["status"] == "error" and "is not a usable name (printable parts joined by dots)" in t["output"] for t in named
+    )

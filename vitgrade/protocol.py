@@ -28,7 +28,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -308,8 +317,22 @@ def printable(text: str, limit: int = 200) -> str:
 def first_error(exc: ValidationError) -> str:
     """The first problem pydantic found, without the offending (untrusted, maybe huge) input."""
     error = exc.errors(include_url=False, include_input=False, include_context=False)[0]
-    where = ".".join(str(part) for part in error["loc"])
-    return printable(f"{where}: {error['msg']}" if where else error["msg"], 300)
+    loc = error["loc"][:-2] if error["loc"][-1:] == ("[key]",) else error["loc"]  # a bad key: the message names it
+    where = ".".join(str(part) for part in loc)
+    message = error["msg"].removeprefix("Value error, ")
+    return printable(f"{where}: {message}" if where else message, 300)
+
+
+def module_path(name: Any) -> Any:
+    """Names of parameters, buffers and submodules: non-empty printable parts joined by dots, as torch
+    makes them (ModuleDict keys such as "conv-1" included). Anything else, a lone surrogate or a
+    newline say, could not be written into a report or a log line."""
+    parts = name.split(".") if isinstance(name, str) else []  # not a string: left to the str validation
+    if not all(part and part.isprintable() for part in parts):
+        raise ValueError(
+            f"{printable(ascii(name))} is not a usable name (printable parts joined by dots): name it like a Python variable"
+        )
+    return name
 
 
 def _tensor(value: Any) -> Any:
@@ -320,7 +343,7 @@ def _tensor(value: Any) -> Any:
     return value
 
 
-Name = Annotated[str, Field(max_length=1000)]
+Name = Annotated[str, BeforeValidator(module_path), Field(max_length=1000)]
 Tensor = Annotated[Any, AfterValidator(_tensor)]
 Count = Annotated[int, Field(ge=0, le=MAX_TENSOR_ELEMENTS)]
 Shape = Annotated[list[Count], Field(max_length=32)]
