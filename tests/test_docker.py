@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
-from vitgrade.sandbox import local_probe
-from vitgrade.sandbox.docker import probe
 from tests.conftest import ROOT, grade_all
-from tests.corpus.hostile import ATTACKS, IMPORT_AT
+from tests.corpus.hostile import ATTACKS, IMPORT_AT, QUOTA_FILLER, TARGET_TEST
 from tests.corpus.mutants import MUTANTS, REFERENCE
+from vitgrade.sandbox import Limits, local_probe
+from vitgrade.sandbox.docker import probe
 
 REASON = probe()
 if REASON and os.environ.get("VITGRADE_REQUIRE_DOCKER"):
     raise RuntimeError(f"VITGRADE_REQUIRE_DOCKER is set but the docker backend is unusable: {REASON}")
-pytestmark = pytest.mark.skipif(REASON is not None or local_probe() is not None, reason=f"no docker engine or image: {REASON}")
+pytestmark = pytest.mark.skipif(
+    REASON is not None or local_probe() is not None, reason=f"no docker engine or image: {REASON}"
+)
 
 COMPARED_ATTACKS = ("forward_hang", "memory_bomb", "fork_bomb", "network", "read_hidden_files")
 PROBE = """
@@ -35,7 +38,10 @@ print("UID", _os.getuid())
 
 def comparable(report: dict) -> dict:
     """What must agree across backends: scores, statuses and messages of every test."""
-    return {"score": report["score"], "tests": [(t["name"], t["status"], t["score"], t["output"]) for t in report["tests"]]}
+    return {
+        "score": report["score"],
+        "tests": [(t["name"], t["status"], t["score"], t["output"]) for t in report["tests"]],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +54,20 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     for attack in (a for a in ATTACKS if a.name in COMPARED_ATTACKS):
         subs[attack.name] = folder / f"{attack.name}.py"
         subs[attack.name].write_text(attack.source(**values))
+    subs["quota_filler"] = folder / "quota_filler.py"
+    subs["quota_filler"].write_text(QUOTA_FILLER.source(tmp="/tmp"))
     probe_code = PROBE.format(hidden=str(ROOT / "test_cases" / "hidden"), reference=str(ROOT / "reference" / "vit.py"))
     subs["probe"] = folder / "probe.py"
-    subs["probe"].write_text(REFERENCE.read_text().replace(IMPORT_AT, IMPORT_AT + "".join(f"    {line}\n" for line in probe_code.strip().splitlines())))
-    jobs = {f"{name}@{backend}": (path, ("--backend", backend, "--seed", "5")) for name, path in subs.items() for backend in ("local", "docker")}
+    subs["probe"].write_text(
+        REFERENCE.read_text().replace(
+            IMPORT_AT, IMPORT_AT + "".join(f"    {line}\n" for line in probe_code.strip().splitlines())
+        )
+    )
+    jobs = {
+        f"{name}@{backend}": (path, ("--backend", backend, "--seed", "5"))
+        for name, path in subs.items()
+        for backend in ("local", "docker")
+    }
     return grade_all(jobs, folder / "reports")
 
 
@@ -77,3 +93,13 @@ def test_containers_are_removed(both: dict[str, dict]) -> None:
     import docker
 
     assert docker.from_env().containers.list(all=True, filters={"label": "vitgrade=worker"}) == []
+
+
+def test_worker_container_disk_is_bounded_by_the_quota(both: dict[str, dict]) -> None:
+    """/tmp and the working directory are tmpfs mounts of half the quota each: writes past it fail."""
+    report = both["quota_filler@docker"]
+    assert report["score"] == QUOTA_FILLER.score
+    target = next(t for t in report["tests"] if t["name"] == TARGET_TEST)
+    assert "No space left on device" in target["output"], target
+    written = max(int(n) for n in re.findall(r"WRITTEN (\d+)", report["student_output"]["text"]))
+    assert Limits().scratch // 2 - (8 << 20) <= written <= Limits().scratch

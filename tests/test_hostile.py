@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import zipfile
 from pathlib import Path
@@ -15,10 +18,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from vitgrade.sandbox import local_probe
 from tests.conftest import ROOT, failures, grade, grade_all, unit_scores, vitgrade
-from tests.corpus.hostile import ATTACKS, IMPORT_AT, MONKEYPATCH, NAN_FLOOD, TARGET_TEST
+from tests.corpus.hostile import ATTACKS, IMPORT_AT, MONKEYPATCH, NAN_FLOOD, QUOTA_FILLER, TARGET_TEST
 from tests.corpus.mutants import MUTANTS
+from vitgrade.sandbox import Limits, local_probe, user_usable
 
 REASON = local_probe()
 if REASON and os.environ.get("VITGRADE_REQUIRE_SANDBOX"):
@@ -67,7 +70,12 @@ def attacked(tmp_path_factory: pytest.TempPathFactory):
     cwd = folder / "grader-cwd"
     cwd.mkdir()
     listener = Listener()
-    values = {"daemon_seconds": DAEMON_SECONDS, "grader_cwd": str(cwd), "course_root": str(ROOT), "port": str(listener.port)}
+    values = {
+        "daemon_seconds": DAEMON_SECONDS,
+        "grader_cwd": str(cwd),
+        "course_root": str(ROOT),
+        "port": str(listener.port),
+    }
     jobs = {}
     for attack in ATTACKS:
         path = folder / f"{attack.name}.py"
@@ -77,7 +85,11 @@ def attacked(tmp_path_factory: pytest.TempPathFactory):
     honest = folder / "missing_scale.py"
     honest.write_text(bug.source())
     patched = folder / "missing_scale_patched.py"
-    patched.write_text(bug.source().replace(IMPORT_AT, IMPORT_AT + "".join(f"    {line}\n" for line in MONKEYPATCH.strip().splitlines()), 1))
+    patched.write_text(
+        bug.source().replace(
+            IMPORT_AT, IMPORT_AT + "".join(f"    {line}\n" for line in MONKEYPATCH.strip().splitlines()), 1
+        )
+    )
     nan = folder / "nan_flood.py"
     nan.write_text(bug.source().replace("return attention @ v, attention", NAN_FLOOD))
     jobs |= {"honest_bug": (honest, ()), "patched_bug": (patched, ()), "nan_flood": (nan, ())}
@@ -108,7 +120,10 @@ def test_attack_gets_what_its_code_earns(attacked, attack) -> None:
 
 def test_reports_name_the_attack_class(attacked) -> None:
     reports = attacked[0]
-    target = lambda name: next(t for t in reports[name]["tests"] if t["name"] == TARGET_TEST)["output"]
+
+    def target(name: str) -> str:
+        return next(t for t in reports[name]["tests"] if t["name"] == TARGET_TEST)["output"]
+
     assert "did not finish within" in target("forward_hang")
     assert "memory" in target("memory_bomb")
     assert "SIGSEGV" in target("segfault")
@@ -188,7 +203,9 @@ def giant_cell(path: Path) -> Path:
 
 def oversize(path: Path) -> Path:
     path = path.with_suffix(".ipynb")
-    path.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "pad": "a" * (21 << 20)}))
+    path.write_text(
+        json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "pad": "a" * (21 << 20)})
+    )
     return path
 
 
@@ -199,7 +216,10 @@ def oversize(path: Path) -> Path:
         (many_entries, "entries, over the limit"),
         (oversize, "over the limit of"),
         (lambda p: (p.with_suffix(".ipynb").write_bytes(os.urandom(4096)), p.with_suffix(".ipynb"))[1], "not UTF-8"),
-        (lambda p: (p.with_suffix(".ipynb").write_text("[1, 2"), p.with_suffix(".ipynb"))[1], "not a readable Jupyter notebook"),
+        (
+            lambda p: (p.with_suffix(".ipynb").write_text("[1, 2"), p.with_suffix(".ipynb"))[1],
+            "not a readable Jupyter notebook",
+        ),
     ],
     ids=["zip_bomb", "zip_entries", "oversize_notebook", "binary_ipynb", "invalid_json"],
 )
@@ -215,3 +235,66 @@ def test_giant_cell_is_skipped_and_the_rest_graded(tmp_path: Path) -> None:
     report = grade(giant_cell(tmp_path / "giant.ipynb"), tmp_path / "r.json")
     assert report["status"] == "ok"
     assert any(d["where"] == "cell 1" and "larger than" in d["reason"] for d in report["diagnostics"])
+
+
+class LowestFreeSpace:
+    """Samples, every 10 ms, the free space of the filesystem holding the grader's temp folders."""
+
+    def __init__(self) -> None:
+        self.start = self.lowest = self.free()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    @staticmethod
+    def free() -> int:
+        return shutil.disk_usage(tempfile.gettempdir()).free
+
+    def run(self) -> None:
+        while not self.stop.wait(0.01):
+            self.lowest = min(self.lowest, self.free())
+
+    def __enter__(self) -> LowestFreeSpace:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def need_backend(backend: str) -> None:
+    """Skip a `user` test where root cannot drop to nobody (never under VITGRADE_REQUIRE_SANDBOX)."""
+    reason = user_usable() if backend == "user" else None
+    if reason and os.environ.get("VITGRADE_REQUIRE_SANDBOX"):
+        raise RuntimeError(f"VITGRADE_REQUIRE_SANDBOX is set but the user backend does not work: {reason}")
+    if reason:
+        pytest.skip(f"no user backend here: {reason}")
+
+
+QUOTA = Limits().scratch
+WATCH_SLACK = 64 << 20  # what a fast disk takes between two polls of the user/process watchdog
+
+
+@pytest.mark.parametrize("backend", ["local", "user", "process"])
+def test_disk_quota_bounds_what_a_worker_writes(tmp_path: Path, backend: str) -> None:
+    """Files each under RLIMIT_FSIZE, written until something stops them: the quota holds the total
+    (tmpfs under local; a tmpfs where root may mount, and a watchdog, under user and process)."""
+    need_backend(backend)
+    sub = tmp_path / "filler.py"
+    sub.write_text(QUOTA_FILLER.source(tmp="." if backend == "process" else "/tmp"))
+    with LowestFreeSpace() as space:
+        report = grade(sub, tmp_path / "r.json", "--backend", backend)
+    assert report["status"] == "ok" and report["environment"]["isolation"]["backend"] == backend
+    assert report["score"] == QUOTA_FILLER.score, failures(report)
+    target = next(t for t in report["tests"] if t["name"] == TARGET_TEST)
+    printed = report["student_output"]["text"]
+    written = max(int(n) for n in re.findall(r"WRITTEN (\d+)", printed))
+    if "No space left on device" in target["output"]:  # a tmpfs: exact
+        assert written <= QUOTA
+    else:  # the watchdog: within one poll
+        assert backend != "local", target
+        assert target["status"] in {"crashed", "oom"} and "over the 256 MiB a worker may use" in printed, target
+        assert written <= QUOTA + WATCH_SLACK
+    assert written >= QUOTA // 2 - (8 << 20), "the filler stopped before it reached the quota"
+    assert space.start - space.lowest < QUOTA + (512 << 20), "the host disk took more than the quota"
+    assert not list(Path("/tmp").glob("fill*.bin")), "the filler's files were left in /tmp"

@@ -36,9 +36,12 @@ ATTACKS = [
     Attack("import_hang", "import", "while True:\n    pass", status="timeout", score=0),
     Attack("forward_hang", "forward", "while True:\n    pass", status="timeout", score=FULL_PUBLIC - 1),
     Attack("memory_bomb", "forward", "hog = torch.ones(2**31)", status="oom", score=FULL_PUBLIC - 1),  # address space
-    Attack("memory_creep", "forward", "hog = [torch.ones(2**26) for _ in range(200)]", status="oom", score=FULL_PUBLIC - 1),  # cgroup
     Attack(
-        "fork_bomb", "forward",
+        "memory_creep", "forward", "hog = [torch.ones(2**26) for _ in range(200)]", status="oom", score=FULL_PUBLIC - 1
+    ),  # cgroup
+    Attack(
+        "fork_bomb",
+        "forward",
         """
         import os
         while True:
@@ -47,21 +50,25 @@ ATTACKS = [
             except OSError:
                 pass
         """,
-        status="timeout", score=FULL_PUBLIC - 1,
+        status="timeout",
+        score=FULL_PUBLIC - 1,
     ),
     Attack(
-        "disk_filler", "forward",
+        "disk_filler",
+        "forward",
         """
         with open("filler.bin", "wb") as out:
             while True:
                 out.write(b"0" * (1 << 20))
         """,
-        status="error", score=FULL_PUBLIC - 1,  # RLIMIT_FSIZE: writes fail with EFBIG
+        status="error",
+        score=FULL_PUBLIC - 1,  # RLIMIT_FSIZE: writes fail with EFBIG
     ),
     Attack("exit_at_import", "import", "import os as _os\n_os._exit(0)", status="crashed", score=0),
     Attack("sys_exit_in_forward", "forward", "import sys\nsys.exit(3)", status="error", score=FULL_PUBLIC - 1),
     Attack(
-        "signals_ignored", "forward",
+        "signals_ignored",
+        "forward",
         """
         import signal
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -69,10 +76,12 @@ ATTACKS = [
         while True:
             pass
         """,
-        status="timeout", score=FULL_PUBLIC - 1,
+        status="timeout",
+        score=FULL_PUBLIC - 1,
     ),
     Attack(
-        "double_fork_daemon", "import",
+        "double_fork_daemon",
+        "import",
         """
         import os as _os
         if _os.fork() == 0:
@@ -84,7 +93,8 @@ ATTACKS = [
         score=FULL_PUBLIC,
     ),
     Attack(
-        "stdout_flood", "forward",
+        "stdout_flood",
+        "forward",
         """
         import sys
         chunk = "x" * (1 << 20)
@@ -94,7 +104,8 @@ ATTACKS = [
     ),
     Attack("segfault", "forward", "import ctypes\nctypes.string_at(0)", status="crashed", score=FULL_PUBLIC - 1),
     Attack(
-        "fake_report", "import",
+        "fake_report",
+        "import",
         """
         import json as _json, sys as _sys
         _fake = _json.dumps({{"score": 50, "max_score": 50, "tests": [{{"name": "all", "score": 50, "status": "passed"}}]}})
@@ -104,7 +115,8 @@ ATTACKS = [
         score=FULL_PUBLIC,
     ),
     Attack(
-        "fake_results_files", "import",
+        "fake_results_files",
+        "import",
         """
         import os as _os
         for _path in ("results.json", "../results.json", "/autograder/results/results.json", "{grader_cwd}/results.json", "/tmp/results.json"):
@@ -117,7 +129,8 @@ ATTACKS = [
         score=FULL_PUBLIC,
     ),
     Attack(
-        "forged_channel", "import",
+        "forged_channel",
+        "import",
         """
         import json as _json, os as _os, struct as _struct
         _head = _json.dumps({{"ready": True, "names": [], "diagnostics": [], "torch": "x", "nonce": "guess"}}).encode()
@@ -131,7 +144,8 @@ ATTACKS = [
         score=FULL_PUBLIC,
     ),
     Attack(
-        "read_hidden_files", "import",
+        "read_hidden_files",
+        "import",
         """
         import os as _os
         for _top in ("..", "../test_cases", "../reference", "/autograder/source", "{course_root}", "/home", "/opt", "/tmp"):
@@ -146,7 +160,8 @@ ATTACKS = [
         score=FULL_PUBLIC,
     ),
     Attack(
-        "network", "import",
+        "network",
+        "import",
         """
         import socket as _socket
         for _address in (("127.0.0.1", {port}), ("192.0.2.1", 80)):
@@ -159,7 +174,8 @@ ATTACKS = [
         score=FULL_PUBLIC,
     ),
     Attack(
-        "builtins_override", "import",
+        "builtins_override",
+        "import",
         """
         import builtins as _builtins
         _builtins.isinstance = lambda *args: True
@@ -168,6 +184,29 @@ ATTACKS = [
     ),
     Attack("huge_output", "forward", "return torch.zeros(64_000_000)", status="error", score=FULL_PUBLIC - 1),
 ]
+
+# Many files, each under the per-file limit, alternately in the working directory and {tmp}, up to
+# 3 GiB: the disk quota must stop it. It prints what it has written after every file and when a write fails.
+QUOTA_FILLER = Attack(
+    "quota_filler",
+    "forward",
+    """
+    import os
+    written, block = 0, b"0" * (1 << 20)
+    try:
+        for i in range(384):
+            with open(os.path.join("." if i % 2 else "{tmp}", "fill%d.bin" % i), "wb") as out:
+                for _ in range(8):
+                    out.write(block)
+                    written += len(block)
+            print("WRITTEN", written, flush=True)
+    except OSError as exc:
+        print("WRITTEN", written, "then", exc, flush=True)
+        raise
+    """,
+    status="error",
+    score=FULL_PUBLIC - 1,
+)
 
 # Checker monkeypatching on top of a real bug: the score must equal the bug's honest score.
 MONKEYPATCH = """

@@ -37,6 +37,7 @@ class Limits:
     memory: int = 2 << 30  # resident memory, where a cgroup can enforce it (a grade needs about 0.6 GiB)
     cpu_seconds: int = 900
     file_size: int = 64 << 20
+    scratch: int = 256 << 20  # disk the worker may fill in all (its working directory and /tmp together)
     open_files: int = 512
     pids: int = 256
     threads: int = 1  # torch intra-op threads for the student's code
@@ -46,6 +47,7 @@ class Limits:
             "address_space_bytes": self.address_space,
             "cpu_seconds": self.cpu_seconds,
             "file_size_bytes": self.file_size,
+            "scratch_bytes": self.scratch,
             "open_files": self.open_files,
             "threads": self.threads,
         }
@@ -141,9 +143,23 @@ class ProcessWorker(WorkerProcess):
         assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
         self.send_fd = popen.stdin.fileno()
         self.recv_fd = popen.stdout.fileno()
+        self.capture = capture
         self.drainer = capture.drain(os.dup(popen.stderr.fileno()))
         popen.stderr.close()
         self.cleanup = cleanup
+
+    def signal_all(self) -> None:
+        """SIGKILL the worker's process group and, where it has one, everything in its cgroup."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.cgroup is not None:
+            for pid in self.cgroup.pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -159,10 +175,7 @@ class ProcessWorker(WorkerProcess):
         return self.cgroup.oom_killed() if self.cgroup is not None else None
 
     def kill(self) -> int:
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        self.signal_all()
         code = self.popen.wait()
         if self.cgroup is not None:
             self.cgroup.destroy()

@@ -149,22 +149,32 @@ class DockerBackend(Backend):
             tty=False,
             user=USER,
             working_dir=HOME,
-            environment={**scrubbed_env(HOME, limits.threads), "TMPDIR": "/tmp", "PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin"},
+            environment={
+                **scrubbed_env(HOME, limits.threads),
+                "TMPDIR": "/tmp",
+                "PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin",
+            },
             network_mode="none",
             mem_limit=limits.memory,
             memswap_limit=limits.memory,
             pids_limit=limits.pids,
             nano_cpus=int(limits.threads * 1e9),
             read_only=True,
-            tmpfs={"/tmp": "size=512m,mode=1777", HOME: "size=128m,mode=0700,uid=10001,gid=10001"},
+            # half the disk quota each, so that together they hold the quota (tmpfs sizes are hard limits)
+            tmpfs={
+                "/tmp": f"size={limits.scratch // 2},mode=1777",
+                HOME: f"size={limits.scratch // 2},mode=0700,uid=10001,gid=10001",
+            },
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             volumes={str(self.runtime): {"bind": RUNTIME, "mode": "ro"}},
             # RLIMIT_DATA (anonymous memory) stands in for the address-space limit docker lacks
-            ulimits=[Ulimit(name="data", soft=limits.memory, hard=limits.memory),
-                     Ulimit(name="fsize", soft=limits.file_size, hard=limits.file_size),
-                     Ulimit(name="nofile", soft=limits.open_files, hard=limits.open_files),
-                     Ulimit(name="core", soft=0, hard=0)],  # fmt: skip
+            ulimits=[
+                Ulimit(name="data", soft=limits.memory, hard=limits.memory),
+                Ulimit(name="fsize", soft=limits.file_size, hard=limits.file_size),
+                Ulimit(name="nofile", soft=limits.open_files, hard=limits.open_files),
+                Ulimit(name="core", soft=0, hard=0),
+            ],  # fmt: skip
             log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
             labels={"vitgrade": "worker"},
         )
@@ -177,7 +187,15 @@ class DockerBackend(Backend):
             filesystem=f"the {IMAGE} image (no hidden tests, no reference), read-only, with tmpfs /tmp and working directory",
             user=f"{USER} in the container, all capabilities dropped, no new privileges",
             pid_namespace=True,
-            limits={"memory_bytes": self.limits.memory, "memswap_bytes": self.limits.memory, "data_bytes": self.limits.memory,
-                    "pids": self.limits.pids, "cpus": self.limits.threads, "file_size_bytes": self.limits.file_size,
-                    "open_files": self.limits.open_files, "logs": "json-file, 1 MB"},  # fmt: skip
+            limits={
+                "memory_bytes": self.limits.memory,
+                "memswap_bytes": self.limits.memory,
+                "data_bytes": self.limits.memory,
+                "pids": self.limits.pids,
+                "cpus": self.limits.threads,
+                "file_size_bytes": self.limits.file_size,
+                "scratch_bytes": self.limits.scratch,
+                "open_files": self.limits.open_files,
+                "logs": "json-file, 1 MB",
+            },  # fmt: skip
         )

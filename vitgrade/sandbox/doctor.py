@@ -21,10 +21,16 @@ def checks() -> list[tuple[str, bool, str]]:
     local = probe()
     rows = [
         ("local backend (bubblewrap)", local is None, local or "namespaces for pid, net, ipc, uts, mounts"),
-        ("unprivileged worker uid", bool(tool("setpriv")) or not root, "setpriv drops to uid 65534" if root else "already unprivileged"),
+        (
+            "unprivileged worker uid",
+            bool(tool("setpriv")) or not root,
+            "setpriv drops to uid 65534" if root else "already unprivileged",
+        ),
         ("cgroup v1 memory + pids", root and cgroups.available(), "per-worker memory and pids limits"),
     ]
-    user_ns = subprocess.run(["unshare", "--user", "true"], capture_output=True).returncode == 0 if tool("unshare") else False
+    user_ns = (
+        subprocess.run(["unshare", "--user", "true"], capture_output=True).returncode == 0 if tool("unshare") else False
+    )
     rows.append(("user namespaces", user_ns, "unprivileged namespaces"))
     rows.append(("docker backend", *docker_status()))
     rows.append(("default backend", True, "local" if local is None else "process (rlimits, private temp dir only)"))

@@ -13,8 +13,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import cgroups
 from .base import (
@@ -96,7 +96,7 @@ class LocalBackend(Backend):
         if self.bwrap is None or (self.root and self.setpriv is None):
             raise RuntimeError("the local backend needs bubblewrap (apt-get install bubblewrap) and setpriv")
 
-    def bwrap_argv(self, workdir: Path) -> list[str]:
+    def bwrap_argv(self) -> list[str]:
         roots = python_roots()
         argv = [self.bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
         if not self.root:
@@ -110,12 +110,16 @@ class LocalBackend(Backend):
         for etc in ("/etc/ld.so.cache", "/etc/localtime"):
             if os.path.exists(etc):
                 argv += ["--ro-bind", etc, etc]
-        argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+        # /tmp and the working directory are tmpfs mounts of half the disk quota each: writes past it
+        # fail with ENOSPC and never reach the host's disk. The only user inside is the worker's uid.
+        half = str(self.limits.scratch // 2)
+        argv += ["--proc", "/proc", "--dev", "/dev", "--size", half, "--perms", "1777", "--tmpfs", "/tmp"]
         for folder in ancestors([*roots, RUNTIME, HOME]):
             argv += ["--perms", "0755", "--dir", folder]
         for root in roots:
             argv += ["--ro-bind", root, root]
-        argv += ["--ro-bind", str(self.runtime), RUNTIME, "--bind", str(workdir), HOME, "--chdir", HOME, "--clearenv"]
+        argv += ["--ro-bind", str(self.runtime), RUNTIME, "--size", half, "--perms", "0777", "--tmpfs", HOME]
+        argv += ["--chdir", HOME, "--clearenv"]
         for key, value in {**scrubbed_env(HOME, self.limits.threads), "TMPDIR": "/tmp"}.items():
             argv += ["--setenv", key, value]
         argv.append("--")
@@ -124,11 +128,8 @@ class LocalBackend(Backend):
         return argv
 
     def spawn(self, capture: OutputCapture) -> WorkerProcess:
-        workdir = self.new_workdir()
-        if self.root:
-            os.chown(workdir, UNPRIVILEGED, UNPRIVILEGED)
         group = cgroups.Cgroup(self.limits.memory, self.limits.pids) if self.cgroups else None
-        argv = [*self.bwrap_argv(workdir), sys.executable, "-I", "-S", "-B", "-c", BOOT, RUNTIME, *python_paths()]
+        argv = [*self.bwrap_argv(), sys.executable, "-I", "-S", "-B", "-c", BOOT, RUNTIME, *python_paths()]
         popen = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -139,8 +140,7 @@ class LocalBackend(Backend):
             start_new_session=True,
             close_fds=True,
         )
-        cleanup = [lambda: shutil.rmtree(workdir, ignore_errors=True)]
-        return ProcessWorker(popen, capture, cleanup, wrapped=True, cgroup=group)
+        return ProcessWorker(popen, capture, [], wrapped=True, cgroup=group)
 
     def isolation(self) -> Isolation:
         limits: dict[str, int | str] = {**self.limits.describe(), "process_tree": "PID namespace, killed as a whole"}
@@ -149,7 +149,8 @@ class LocalBackend(Backend):
         return Isolation(
             backend=self.name,
             network="none (own network namespace)",
-            filesystem="read-only binds of /usr, the Python install and site-packages; private /tmp and working directory; "
+            filesystem="read-only binds of /usr, the Python install and site-packages; private tmpfs /tmp and working "
+            f"directory of {self.limits.scratch >> 21} MiB each; "
             "the course checkout, hidden tests and reference are not in view",
             user=f"uid {UNPRIVILEGED} (nobody), no capabilities, no new privileges",
             pid_namespace=True,
@@ -163,11 +164,15 @@ def probe() -> str | None:
         return "bubblewrap is not installed (apt-get install bubblewrap)"
     try:
         done = subprocess.run(
-            [tool("bwrap") or "bwrap", "--unshare-pid", "--unshare-net", "--ro-bind", "/", "/", "true"],
+            [tool("bwrap") or "bwrap", "--unshare-pid", "--unshare-net", "--ro-bind", "/", "/", "--size", "1048576",
+             "--tmpfs", "/tmp", "true"],
             capture_output=True, timeout=20,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bubblewrap cannot start: {exc}"
     if done.returncode != 0:
-        return f"bubblewrap cannot create namespaces here: {done.stderr.decode(errors='replace').strip()[:200]}"
+        reason = done.stderr.decode(errors="replace").strip()[:200]
+        if "--size" in reason:
+            return f"bubblewrap is too old to limit a tmpfs's size (needs 0.7 or later): {reason}"
+        return f"bubblewrap cannot create namespaces here: {reason}"
     return None

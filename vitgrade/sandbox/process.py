@@ -6,12 +6,14 @@ namespaces on top of the same limits.
 from __future__ import annotations
 
 import ctypes
+import os
 import resource
 import shutil
 import signal
 import subprocess
-from typing import Callable
+from collections.abc import Callable
 
+from . import quota
 from .base import (
     Backend,
     Isolation,
@@ -50,9 +52,12 @@ def child_setup(limits: Limits, nproc: bool = False) -> Callable[[], None]:
 
 class ProcessBackend(Backend):
     name = "process"
+    tmpfs = False  # whether the working directories are size-limited tmpfs mounts (root may mount)
 
     def spawn(self, capture: OutputCapture) -> WorkerProcess:
         workdir = self.new_workdir()
+        unmount = quota.mount_tmpfs(workdir, self.limits.scratch, os.geteuid())
+        self.tmpfs = bool(unmount)
         popen = subprocess.Popen(
             self.worker_argv(),
             stdin=subprocess.PIPE,
@@ -64,13 +69,17 @@ class ProcessBackend(Backend):
             start_new_session=True,
             close_fds=True,
         )
-        return ProcessWorker(popen, capture, [lambda: shutil.rmtree(workdir, ignore_errors=True)])
+        worker = ProcessWorker(popen, capture, [*unmount, lambda: shutil.rmtree(workdir, ignore_errors=True)])
+        quota.guard(worker, self.limits.scratch, workdir, uid=None)
+        return worker
 
     def isolation(self) -> Isolation:
         return Isolation(
             backend=self.name,
             network="shared with the host",
-            filesystem="private temp working directory; the rest of the host is visible",
+            filesystem="private temp working directory"
+            + (" (a size-limited tmpfs)" if self.tmpfs else "")
+            + ", its size watched and the worker killed past the quota; the rest of the host is visible",
             user="same user as the grader",
             limits={**self.limits.describe(), "process_group": "killed as a whole"},
         )

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import cgroups
+from . import cgroups, quota
 from .base import (
     Backend,
     Isolation,
@@ -63,10 +63,13 @@ class UserBackend(Backend):
             if folder.is_dir():
                 os.chmod(folder, 0o755)
         self.protected = protect(protected or [])
+        self.tmpfs = False  # whether the working directories are size-limited tmpfs mounts (root may mount)
 
     def spawn(self, capture: OutputCapture) -> WorkerProcess:
         workdir = self.new_workdir()
         os.chown(workdir, UNPRIVILEGED, UNPRIVILEGED)
+        unmount = quota.mount_tmpfs(workdir, self.limits.scratch, UNPRIVILEGED)
+        self.tmpfs = bool(unmount)
         group = cgroups.Cgroup(self.limits.memory, self.limits.pids) if self.cgroups else None
         popen = subprocess.Popen(
             [*setpriv_argv(), *self.worker_argv()],
@@ -79,7 +82,10 @@ class UserBackend(Backend):
             start_new_session=True,
             close_fds=True,
         )
-        return ProcessWorker(popen, capture, [lambda: shutil.rmtree(workdir, ignore_errors=True)], cgroup=group)
+        cleanup = [*unmount, lambda: shutil.rmtree(workdir, ignore_errors=True)]
+        worker = ProcessWorker(popen, capture, cleanup, cgroup=group)
+        quota.guard(worker, self.limits.scratch, workdir, uid=UNPRIVILEGED)
+        return worker
 
     def isolation(self) -> Isolation:
         limits: dict[str, int | str] = {**self.limits.describe(), "process_group": "killed as a whole"}
@@ -90,7 +96,10 @@ class UserBackend(Backend):
         return Isolation(
             backend=self.name,
             network="shared with the host",
-            filesystem="host filesystem as uid 65534; made unreadable to it: " + (", ".join(self.protected) or "nothing"),
+            filesystem="host filesystem as uid 65534; made unreadable to it: "
+            + (", ".join(self.protected) or "nothing")
+            + ("; working directory: a size-limited tmpfs" if self.tmpfs else "; working directory on the host disk")
+            + "; what it writes is watched and the worker killed past the quota",
             user=f"uid {UNPRIVILEGED} (nobody), no capabilities, no new privileges",
             limits=limits,
         )
