@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, grade_all
-from tests.corpus.hostile import ATTACKS, IMPORT_AT, QUOTA_FILLER, TARGET_TEST
+from tests.conftest import ROOT, failures, grade, grade_all
+from tests.corpus.hostile import ATTACKS, IMPORT_AT, QUOTA_FILLER, TARGET_TEST, THIEF
 from tests.corpus.mutants import MUTANTS, REFERENCE
+from tests.test_hostile import SENTINELS, changed_modes, modes, planted, thief  # noqa: F401 (planted: a fixture)
 from vitgrade.sandbox import Limits, local_probe
 from vitgrade.sandbox.docker import probe
 
@@ -103,3 +105,17 @@ def test_worker_container_disk_is_bounded_by_the_quota(both: dict[str, dict]) ->
     assert "No space left on device" in target["output"], target
     written = max(int(n) for n in re.findall(r"WRITTEN (\d+)", report["student_output"]["text"]))
     assert Limits().scratch // 2 - (8 << 20) <= written <= Limits().scratch
+
+
+def test_worker_container_reads_no_byte_of_the_checkout(tmp_path: Path, planted: tuple[str, Path]) -> None:  # noqa: F811
+    """The thief of test_hostile in a container: the checkout, the image's likely hiding places and guessed
+    paths give it no sentinel (a fresh loose git object included); the checkout's modes are unchanged."""
+    before = modes(ROOT)
+    report = grade(thief(tmp_path, "docker", planted), tmp_path / "r.json", "--backend", "docker")
+    assert report["environment"]["isolation"]["backend"] == "docker"
+    assert report["score"] == THIEF.score, failures(report)
+    assert "THIEF READ" in report["student_output"]["text"]
+    text = json.dumps(report)
+    for sentinel in (planted[0].split()[1], *SENTINELS):
+        assert sentinel not in text
+    assert not changed_modes(before, modes(ROOT))

@@ -9,8 +9,10 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from tests.conftest import ROOT, failures, grade, grade_all, unit_scores, vitgrade
-from tests.corpus.hostile import ATTACKS, IMPORT_AT, MONKEYPATCH, NAN_FLOOD, QUOTA_FILLER, TARGET_TEST
+from tests.corpus.hostile import ATTACKS, IMPORT_AT, MONKEYPATCH, NAN_FLOOD, QUOTA_FILLER, TARGET_TEST, THIEF
 from tests.corpus.mutants import MUTANTS
 from vitgrade.sandbox import Limits, local_probe, user_usable
 
@@ -298,3 +300,116 @@ def test_disk_quota_bounds_what_a_worker_writes(tmp_path: Path, backend: str) ->
     assert written >= QUOTA // 2 - (8 << 20), "the filler stopped before it reached the quota"
     assert space.start - space.lowest < QUOTA + (512 << 20), "the host disk took more than the quota"
     assert not list(Path("/tmp").glob("fill*.bin")), "the filler's files were left in /tmp"
+
+
+def modes(root: Path) -> dict[str, int]:
+    """The mode of every path in the checkout (links not followed)."""
+    found = {}
+    for folder, subdirs, files in os.walk(root):
+        for name in [*subdirs, *files]:
+            path = os.path.join(folder, name)
+            try:
+                found[path] = os.lstat(path).st_mode
+            except FileNotFoundError:
+                pass
+    return found | {str(root): root.lstat().st_mode}
+
+
+def changed_modes(before: dict[str, int], after: dict[str, int]) -> list[str]:
+    """Paths whose mode differs (paths other people's work added or removed meanwhile are ignored)."""
+    return [f"{p}: {oct(before[p])} -> {oct(after[p])}" for p in before.keys() & after.keys() if before[p] != after[p]]
+
+
+@pytest.fixture
+def planted() -> tuple[str, Path]:
+    """A loose git object holding a fresh sentinel, removed afterwards."""
+    if not (ROOT / ".git").is_dir():
+        pytest.skip("not a git checkout")
+    token = f"thief-sentinel {uuid.uuid4()}"
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as source:
+        source.write(token + "\n")
+        source.flush()
+        digest = subprocess.run(
+            ["git", "hash-object", "-w", source.name], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+    path = ROOT / ".git" / "objects" / digest.stdout.strip()[:2] / digest.stdout.strip()[2:]
+    assert path.is_file()
+    yield token, path
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass  # other objects live there too
+
+
+# Where the thief walks, beyond the checkout: the places a view built for the worker could hide things
+# (the host's whole tree, under user and process, is too large to read in the loading time).
+THIEF_ROOTS = {
+    "local": ["/tmp", "/home", "/opt"],
+    "docker": ["/opt", "/home", "/tmp", "/root", "/srv", "/etc", "/autograder"],
+}
+
+
+def thief(folder: Path, backend: str, planted: tuple[str, Path]) -> Path:
+    """The thief submission for a backend, aimed at the checkout, guessed paths and the planted object."""
+    roots = [str(ROOT), *THIEF_ROOTS.get(backend, [])]
+    guesses = [
+        str(ROOT / p) for p in (".git/HEAD", "reference/vit.py", "test_cases/hidden/suite.toml", "tests/conftest.py")
+    ]
+    sub = folder / "thief.py"
+    sub.write_text(THIEF.source(roots=repr(roots), guesses=repr([*guesses, str(planted[1])])))
+    return sub
+
+
+@pytest.mark.parametrize("backend", ["local", "user"])
+def test_no_byte_of_the_checkout_reaches_the_worker(tmp_path: Path, planted: tuple[str, Path], backend: str) -> None:
+    """A submission that reads every file it can list or guess in the checkout, .git's objects
+    decompressed, finds nothing; the checkout's modes are exactly as before."""
+    need_backend(backend)
+    before = modes(ROOT)
+    report = grade(thief(tmp_path, backend, planted), tmp_path / "r.json", "--backend", backend)
+    assert report["score"] == THIEF.score, failures(report)
+    printed = report["student_output"]["text"]
+    assert "THIEF READ" in printed, printed[-2000:]
+    text = json.dumps(report)
+    for sentinel in (planted[0].split()[1], *SENTINELS):
+        assert sentinel not in text, f"{sentinel} leaked: {printed[-2000:]}"
+    assert not changed_modes(before, modes(ROOT))
+
+
+def test_thief_finds_the_sentinels_where_nothing_hides_them(tmp_path: Path, planted: tuple[str, Path]) -> None:
+    """The control: under the `process` backend (no isolation by design) the same thief finds them all."""
+    report = grade(thief(tmp_path, "process", planted), tmp_path / "r.json", "--backend", "process")
+    assert report["score"] == THIEF.score, failures(report)
+    printed = report["student_output"]["text"]
+    assert planted[0] in printed and "REFERENCE-5be08f13" in printed and "HIDDEN-7c41e9d2" in printed, printed[-2000:]
+
+
+HOLD = """
+import os, sys
+from pathlib import Path
+from vitgrade.sandbox.hiding import Hidden
+Hidden([Path(sys.argv[1]) / "secret"], keep=[sys.argv[1] + "/venv"])
+os._exit(0)  # dies holding the protection, as a killed grader would
+"""
+
+
+def test_modes_come_back_after_a_grader_died_holding_them(tmp_path: Path) -> None:
+    """A grade that dies without restoring leaves a journal; the next grade restores it first, and
+    the last holder leaves exactly the original modes."""
+    root = tmp_path / "course"
+    for folder, mode in (("", 0o755), (".git", 0o755), ("secret", 0o750), ("venv", 0o755), ("venv/bin", 0o705)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder).chmod(mode)
+    (root / "README").write_text("x")
+    (root / "README").chmod(0o664)
+    before = modes(root)
+    subprocess.run([sys.executable, "-c", HOLD, str(root)], check=True, cwd=ROOT)
+    assert root.stat().st_mode & 0o777 == 0o711 and (root / "secret").stat().st_mode & 0o777 == 0o700
+    assert (root / "venv" / "bin").stat().st_mode & 0o777 == 0o705, "the way to the interpreter stays open"
+    from vitgrade.sandbox.hiding import Hidden
+
+    again = Hidden([root / "secret"], keep=[str(root / "venv")])
+    assert (root / "README").stat().st_mode & 0o777 == 0o600
+    again.release()
+    assert not changed_modes(before, modes(root))

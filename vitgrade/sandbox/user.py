@@ -1,13 +1,13 @@
 """The `user` fallback, for machines without namespaces (e.g. inside Gradescope's container):
 the worker runs as an unprivileged uid with rlimits (and cgroup limits where writable), and the
-files it must not read (hidden tests, reference, suite config) are made unreadable to that uid.
+course checkout holding what it must not read (hidden tests, reference, suite config, .git, the
+tests) is made unreadable to that uid for the grade's duration (see hiding.py).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -22,21 +22,8 @@ from .base import (
     WorkerProcess,
     scrubbed_env,
 )
-from .local import UNPRIVILEGED, limited, setpriv_argv, tool
-
-
-def protect(paths: list[Path]) -> list[str]:
-    """Remove group/other access from each path (recursively for folders); returns what changed."""
-    changed = []
-    for path in paths:
-        if not path.exists():
-            continue
-        for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
-            mode = item.lstat().st_mode
-            if not stat.S_ISLNK(mode) and mode & 0o077:
-                os.chmod(item, mode & ~0o077)
-        changed.append(str(path))
-    return changed
+from .hiding import Hidden
+from .local import UNPRIVILEGED, limited, python_roots, setpriv_argv, tool
 
 
 def usable() -> str | None:
@@ -62,7 +49,7 @@ class UserBackend(Backend):
         for folder in [self.runtime, *self.runtime.rglob("*")]:
             if folder.is_dir():
                 os.chmod(folder, 0o755)
-        self.protected = protect(protected or [])
+        self.hidden = Hidden(protected or [], [*python_roots(), os.path.dirname(sys.executable), str(self.scratch)])
         self.tmpfs = False  # whether the working directories are size-limited tmpfs mounts (root may mount)
 
     def spawn(self, capture: OutputCapture) -> WorkerProcess:
@@ -87,6 +74,11 @@ class UserBackend(Backend):
         quota.guard(worker, self.limits.scratch, workdir, uid=UNPRIVILEGED)
         return worker
 
+    def close(self) -> None:
+        """Give the checkout its modes back (the last grade holding it does), then remove the scratch."""
+        self.hidden.release()
+        super().close()
+
     def isolation(self) -> Isolation:
         limits: dict[str, int | str] = {**self.limits.describe(), "process_group": "killed as a whole"}
         if self.cgroups:
@@ -97,7 +89,7 @@ class UserBackend(Backend):
             backend=self.name,
             network="shared with the host",
             filesystem="host filesystem as uid 65534; made unreadable to it: "
-            + (", ".join(self.protected) or "nothing")
+            + (", ".join(self.hidden.tops) or "nothing")
             + ("; working directory: a size-limited tmpfs" if self.tmpfs else "; working directory on the host disk")
             + "; what it writes is watched and the worker killed past the quota",
             user=f"uid {UNPRIVILEGED} (nobody), no capabilities, no new privileges",
