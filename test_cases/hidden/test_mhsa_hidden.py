@@ -46,7 +46,7 @@ def test_own_sdpa_per_head(student, rng):
     expect(batched or per_head, f"expected one call on (2, {heads}, {n}, {hd}) or {heads} calls on (2, {n}, {hd}); yours: {[c['q'] for c in calls]}")
 
 
-@case(unit="mhsa", points=2, visibility="after_due_date")
+@case(unit="mhsa", points=2, visibility="after_due_date", anchor=True)
 def test_transplant(student, reference, rng):
     """with fresh reference weights and biases, the output equals the reference's (any q/k/v layout)"""
     dim, heads = 24, 4

@@ -54,7 +54,7 @@ def test_shapes_fresh(student, rng):
     expect_shape(attn, (*q.shape[:-1], k.shape[-2]), "the attention (..., n, m)", fed)
 
 
-@case(unit="sdpa", points=1, visibility="after_due_date")
+@case(unit="sdpa", points=1, visibility="after_due_date", anchor=True)
 def test_float32_matches_reference(student, reference, rng):
     """float32 output and attention equal the reference, with the 1/sqrt(d_k) scale and the softmax over keys"""
     q, k, v = inputs(rng)
@@ -67,7 +67,7 @@ def test_float32_matches_reference(student, reference, rng):
     expect_close(out, ref_out, "the output", fed)
 
 
-@case(unit="sdpa", points=1, visibility="after_due_date")
+@case(unit="sdpa", points=1, visibility="after_due_date", anchor=True)
 def test_float64_matches_reference(student, reference, rng):
     """float64 inputs give float64 results equal to the reference"""
     q, k, v = inputs(rng, torch.float64)
@@ -91,7 +91,7 @@ def test_scale_with_large_dk(student, reference, rng):
     expect_close(attn, ref_attn, "the attention" + diagnose(attn, q, k), fed)
 
 
-@case(unit="sdpa", points=1, visibility="after_due_date")
+@case(unit="sdpa", points=1, visibility="after_due_date", anchor=True)
 def test_gradients(student, reference, rng):
     """gradients with respect to q, k and v equal the reference's"""
     q, k, v = inputs(rng, torch.float64)

@@ -1,9 +1,9 @@
-"""Hidden tests of VisionTransformer: shapes, class token, distinct blocks, gradients, determinism."""
+"""Hidden tests of VisionTransformer: its wiring of its own parts, shapes, class token, gradients, determinism."""
 # vitgrade-sentinel: HIDDEN-7c41e9d2 (planted: must never appear in a report, a log or worker output)
 
 import torch
 
-from vitgrade.runner.api import case, describe, expect, expect_close, expect_shape, perturbed
+from vitgrade.runner.api import VitConfig, case, describe, expect, expect_close, expect_shape, perturbed, vit_check
 
 
 def build(student, image=16, patch=4, channels=3, dim=32, heads=4, mlp=48, layers=2, classes=7, dropout=0.0):
@@ -38,16 +38,11 @@ def test_logits_from_class_token(student, rng):
     expect((a - b).abs().max().item() > 1e-5, "with one block the logits do not depend on the image at all")
 
 
-@case(unit="vit", points=1, visibility="after_due_date")
-def test_distinct_blocks(student):
-    """num_layers distinct blocks: each extra layer adds its own parameters, none shared"""
-    counts = []
-    for layers in (1, 2, 3):
-        info = student.build("VisionTransformer", 16, 4, 3, 32, 4, 48, layers, 7, 0.0, seed=0).info()
-        expect(info.shared == 0, f"with num_layers={layers}, {info.shared} parameters are registered more than once (shared blocks?)")
-        counts.append(info.count())
-    step = counts[1] - counts[0]
-    expect(step > 0 and counts[2] - counts[1] == step, f"parameter counts for 1, 2, 3 layers are {counts}: each layer should add the same number of new parameters")
+@case(unit="vit", points=1, visibility="after_due_date", anchor=True)
+def test_computes_its_parts(student, rng, seed):
+    """with fresh weights and images, the logits are what your own parts give when wired as a ViT (3 blocks)"""
+    config = VitConfig(24, 6, 3, 24, 3, 40, 3, 9)
+    vit_check(student, config, torch.randn(2, 3, 24, 24, generator=rng), seed=seed)
 
 
 @case(unit="vit", points=1, visibility="after_due_date")

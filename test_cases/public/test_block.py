@@ -2,7 +2,7 @@
 
 import torch
 
-from vitgrade.runner.api import case, describe, expect, expect_shape
+from vitgrade.runner.api import block_check, case, describe, expect, expect_shape
 
 DIM, HEADS, MLP = 32, 4, 64
 
@@ -11,12 +11,10 @@ def tokens():
     return torch.randn(2, 9, DIM, generator=torch.Generator().manual_seed(1))
 
 
-@case(unit="block", points=1)
-def test_shape(student):
-    """(B, N, D) -> (B, N, D)"""
-    x = tokens()
-    block = student.build("TransformerBlock", DIM, HEADS, MLP, 0.1, seed=0).eval()
-    expect_shape(block(x), tuple(x.shape), f"TransformerBlock({DIM}, {HEADS}, {MLP}, 0.1) output", describe(x=x))
+@case(unit="block", points=1, anchor=True)
+def test_computes_its_parts(student):
+    """the block computes x + attention(LayerNorm(x)), then + MLP(LayerNorm(.)), with your own parts (pre- or post-norm)"""
+    block_check(student, DIM, HEADS, MLP, tokens(), seed=11)
 
 
 @case(unit="block", points=1)

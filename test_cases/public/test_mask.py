@@ -5,7 +5,7 @@ from vitgrade.runner.api import case, describe, expect, expect_close, expect_ten
 SDPA = "scaled_dot_product_attention"
 
 
-@case(unit="mask", points=1)
+@case(unit="mask", points=1, anchor=True)
 def test_causal_mask(student, fixtures):
     """an (n, m) causal mask: masked weights are exactly 0 and the output matches"""
     d = fixtures("mask")
@@ -17,7 +17,7 @@ def test_causal_mask(student, fixtures):
     expect_close(out, d["out_causal"], "the output with a causal mask", fed)
 
 
-@case(unit="mask", points=1)
+@case(unit="mask", points=1, anchor=True)
 def test_key_padding_mask(student, fixtures):
     """a (B, 1, 1, m) key-padding mask broadcasts over heads and queries"""
     d = fixtures("mask")

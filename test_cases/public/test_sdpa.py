@@ -38,7 +38,7 @@ def test_rows_sum_to_one(student, fixtures):
     expect(keys < 1e-4, f"attention rows must sum to 1 over the keys (last axis); yours are off by up to {keys:.3g}{hint}")
 
 
-@case(unit="sdpa", points=1)
+@case(unit="sdpa", points=1, anchor=True)
 def test_values(student, fixtures):
     """output and attention equal softmax(q k^T / sqrt(d_k)) v"""
     data, fed, (out, attn) = call(student, fixtures)

@@ -5,7 +5,7 @@ from vitgrade.runner.api import arrangement_task, case, expect
 CONFIG = (16, 4, 3, 32, 4, 64, 2, 4, 0.0)
 
 
-@case(unit="train", points=1, timeout=60)
+@case(unit="train", points=1, timeout=60, requires=("vit",))
 def test_loss_decreases(student, seed):
     """40 AdamW steps of the grader's loop on the synthetic task lower the loss"""
     images, labels = arrangement_task(512, seed=seed)

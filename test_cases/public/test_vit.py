@@ -2,7 +2,7 @@
 
 import torch
 
-from vitgrade.runner.api import case, describe, expect, expect_shape, perturbed
+from vitgrade.runner.api import VitConfig, case, describe, expect, expect_shape, perturbed, vit_check
 
 CONFIG = dict(image_size=16, patch_size=4, in_channels=3, embed_dim=32, num_heads=4, mlp_dim=64, num_layers=2, num_classes=10)
 
@@ -19,13 +19,12 @@ def images(config, count=2, seed=4):
     return torch.randn(count, config["in_channels"], size, size, generator=torch.Generator().manual_seed(seed))
 
 
-@case(unit="vit", points=1)
-def test_logits_shape(student):
-    """(B, C, H, W) -> (B, num_classes), for 3 and for 1 input channel"""
+@case(unit="vit", points=1, anchor=True)
+def test_computes_its_parts(student):
+    """the logits are the head on the class token after your PatchEmbedding, positions and every block, in order"""
     for channels in (3, 1):
-        model, config = build(student, in_channels=channels)
-        x = images(config)
-        expect_shape(model(x), (2, 10), f"VisionTransformer logits with in_channels={channels}", describe(x=x))
+        config = VitConfig(**{**CONFIG, "in_channels": channels})
+        vit_check(student, config, images(CONFIG | {"in_channels": channels}), seed=12)
 
 
 @case(unit="vit", points=1)

@@ -17,6 +17,7 @@ suites that declare one.
 
 from . import cifar
 from .cases import UNITS, VISIBILITIES, case
+from .composite import VitConfig, block_check, vit_check
 from .judge import (
     GradingFailure,
     describe,
@@ -36,6 +37,9 @@ from .transplant import search as search_transplant
 
 __all__ = [
     "UNITS",
+    "VitConfig",
+    "block_check",
+    "vit_check",
     "arrangement_task",
     "cifar",
     "forbidden_uses",

@@ -19,17 +19,34 @@ def case(
     visibility: Visibility = "visible",
     timeout: float = 20.0,
     from_scratch: bool = True,
+    anchor: bool = False,
+    requires: tuple[str, ...] | None = None,
 ) -> pytest.MarkDecorator:
     """Mark a test function as a graded case. `name` defaults to the docstring's first line.
 
     from_scratch: the points are withheld, under the default policy, when the case's unit uses
-    an API the homework forbids (see vitgrade.runner.policy)."""
+    an API the homework forbids (see vitgrade.runner.policy).
+    anchor: the case reproduces the reference (values, transplanted weights, or the unit computed
+    from the student's own parts); zeros, identities and constants cannot pass it.
+    requires: units whose anchors must pass for this case to count (default: its own unit's, where
+    the suite has any). A property that degenerate code also has earns nothing on its own
+    (see vitgrade.runner.scoring)."""
     if unit not in UNITS:
         raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
     if visibility not in VISIBILITIES:
         raise ValueError(f"visibility must be one of {VISIBILITIES}, not {visibility!r}")
     if points < 0 or timeout <= 0:
         raise ValueError("points must be >= 0 and timeout > 0")
+    unknown = set(requires or ()) - set(UNITS)
+    if unknown:
+        raise ValueError(f"requires names units that do not exist: {sorted(unknown)}")
     return pytest.mark.vitgrade(
-        unit=unit, points=float(points), name=name, visibility=visibility, timeout=float(timeout), from_scratch=from_scratch
+        unit=unit,
+        points=float(points),
+        name=name,
+        visibility=visibility,
+        timeout=float(timeout),
+        from_scratch=from_scratch,
+        anchor=anchor,
+        requires=tuple(requires) if requires is not None else None,
     )

@@ -25,6 +25,7 @@ from ..submission import Chunk, Extracted
 from .cases import UNITS
 from .judge import NOTES
 from .policy import apply_forbidden_policy, forbidden_uses, runtime_units
+from .scoring import Dependency, apply_dependencies
 from .session import StudentError, WorkerFailure, WorkerSession
 from .budget import Budget
 from .student import BudgetExhausted, Student
@@ -72,6 +73,7 @@ class VitgradePlugin:
         self.chunks = extracted.chunks
         self.checkpoint_bytes = extracted.checkpoint
         self.from_scratch: list[bool] = []
+        self.dependencies: list[Dependency] = []
         self.suite = suite
         self.run_seed = seed
         self.log = log
@@ -148,6 +150,7 @@ class VitgradePlugin:
         message = " ".join([*NOTES, message]).strip()
         points = float(mark.kwargs["points"])
         self.from_scratch.append(bool(mark.kwargs.get("from_scratch", True)))
+        self.dependencies.append(Dependency(bool(mark.kwargs.get("anchor", False)), mark.kwargs.get("requires")))
         self.results.append(
             TestResult(
                 name=test_name(item, mark),
@@ -221,7 +224,11 @@ def run_suite(
         plugin.collect_errors.append(f"pytest ended with {pytest.ExitCode(code).name}")
     policy = str(suite.config.get("policy", {}).get("forbidden", "from_scratch"))
     results = apply_forbidden_policy(
-        plugin.results, plugin.from_scratch, forbidden_uses(extracted.chunks), runtime_units(session.forbidden_seen), policy
+        apply_dependencies(plugin.results, plugin.dependencies),
+        plugin.from_scratch,
+        forbidden_uses(extracted.chunks),
+        runtime_units(session.forbidden_seen),
+        policy,
     )
     return results, plugin.collect_errors
 
