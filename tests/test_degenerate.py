@@ -4,7 +4,6 @@ are judged by what their own parts compute. Graded through the real CLI, full su
 
 from __future__ import annotations
 
-
 import pytest
 
 from tests.conftest import grade_all, unit_scores
