@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -100,30 +102,36 @@ def test_exit_codes(tmp_path: Path) -> None:
 
 
 def test_grader_process_never_imports_student_code(tmp_path: Path) -> None:
-    """Import-time code (a class body) leaves its marker only in the worker's own temp dir."""
+    """Import-time code (a class body) runs in a worker, a child of the `vitgrade grade` process,
+    never in that trusted process itself, and leaves its marker only in the worker's own temp dir."""
     log = tmp_path / "imports.log"
     hostile = REFERENCE.read_text().replace(
         "class PatchEmbedding(nn.Module):\n",
         "class PatchEmbedding(nn.Module):\n"
         "    import os as _os\n"
         "    open('MARKER', 'w').write('imported')\n"
-        f"    open({str(log)!r}, 'a').write(f'{{_os.getpid()}} {{_os.getcwd()}}\\n')\n",
+        f"    open({str(log)!r}, 'a').write(f'{{_os.getpid()}} {{_os.getppid()}} {{_os.getcwd()}}\\n')\n",
     )
     sub = tmp_path / "marker.py"
     sub.write_text(hostile)
     cwd = tmp_path / "grader-cwd"
     cwd.mkdir()
     # The process backend can write outside its temp dir, which is what lets this test watch it.
-    done = vitgrade("grade", str(sub), "--json", str(tmp_path / "r.json"), "--backend", "process", cwd=cwd)
-    assert done.returncode == 0, done.stderr
-    assert json.loads((tmp_path / "r.json").read_text())["score"] == 18
+    out = tmp_path / "r.json"
+    argv = [sys.executable, "-m", "vitgrade", "grade", str(sub), "--json", str(out), "--backend", "process"]
+    env = {**os.environ, "VITGRADE_COURSE": str(ROOT)}
+    grader = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, stderr = grader.communicate(timeout=900)
+    assert grader.returncode == 0, stderr
+    assert json.loads(out.read_text())["score"] == 18
     assert not (cwd / "MARKER").exists() and not (ROOT / "MARKER").exists()
-    entries = [line.split(" ", 1) for line in log.read_text().splitlines()]
+    entries = [line.split(" ", 2) for line in log.read_text().splitlines()]
     assert entries, "the worker imported the submission"
-    for pid, where in entries:
+    for pid, parent, where in entries:
+        assert int(pid) != grader.pid, "the grading process itself ran the student's code"
+        assert int(parent) == grader.pid, "the student's code ran somewhere other than a worker of this grade"
         assert re.search(r"vitgrade-[^/]+/work-", where), f"imported outside a worker temp dir: {where}"
         assert not Path(where).exists(), "the worker's temp dir is removed after grading"
-        assert int(pid) != os.getpid()
 
 
 def test_imports_no_kept_code_uses_are_not_run(tmp_path: Path) -> None:
