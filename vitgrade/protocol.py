@@ -26,7 +26,7 @@ import select
 import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -54,6 +54,18 @@ MAX_CONTAINERS = 100_000  # JSON objects and arrays in one header: bounds what p
 MAX_INT_DIGITS = 19  # int64 and a little more; Python would parse (and the trusted side compute with) any size
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
+
+
+# The attention APIs the homework forbids: the one list, read by the worker's recorders, the reply
+# schema and the trusted side's static scan (vitgrade.runner.policy).
+ForbiddenApi = Literal[
+    "F.scaled_dot_product_attention",
+    "F.multi_head_attention_forward",
+    "nn.MultiheadAttention",
+    "nn.TransformerEncoderLayer",
+    "nn.TransformerEncoder",
+]
+FORBIDDEN_APIS: tuple[ForbiddenApi, ...] = get_args(ForbiddenApi)
 
 class ProtocolError(Exception):
     """The peer sent something that is not a valid frame or message."""
@@ -392,11 +404,14 @@ class Request(BaseModel):
     trace: bool = False  # record calls to the student's scaled_dot_product_attention
 
 
+ErrorKind = Literal["exception", "not_implemented", "oom", "missing", "bad_request"]
+
+
 class WorkerErrorInfo(BaseModel):
     """What went wrong inside the worker, described by the worker (untrusted text, capped)."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["exception", "not_implemented", "oom", "missing", "bad_request"]
+    kind: ErrorKind
     type: str = Field(max_length=200)
     message: str = Field(max_length=4000)
     where: str = Field(default="", max_length=1000)
@@ -420,14 +435,7 @@ class Reply(BaseModel):
     result: Any = None
     error: WorkerErrorInfo | None = None
     trace: list[SdpaCall] = Field(default_factory=list, max_length=10000)
-    forbidden: list[
-        Literal[
-            "F.scaled_dot_product_attention",
-            "nn.MultiheadAttention",
-            "nn.TransformerEncoderLayer",
-            "nn.TransformerEncoder",
-        ]
-    ] = Field(default_factory=list, max_length=4)
+    forbidden: list[ForbiddenApi] = Field(default_factory=list, max_length=len(FORBIDDEN_APIS))
 
     @model_validator(mode="after")
     def error_iff_failed(self) -> Reply:

@@ -27,9 +27,12 @@ import torch.nn as nn
 from pydantic import ValidationError
 
 from .protocol import (
+    FORBIDDEN_APIS,
     MAX_BLOB,
     MAX_TENSOR_ELEMENTS,
     Diagnostic,
+    ErrorKind,
+    ForbiddenApi,
     FrameReader,
     Ready,
     Reply,
@@ -67,19 +70,20 @@ class Worker:
         self.ns: dict[str, Any] = {"__name__": "submission", "__builtins__": __builtins__}
         self.handles: dict[int, Any] = {}
         self.trace: list[SdpaCall] = []
-        self.forbidden: set[str] = set()
+        self.forbidden: set[ForbiddenApi] = set()
         self.watch_forbidden()
 
     def watch_forbidden(self) -> None:
         """Wrap the APIs the homework forbids before student code can take a reference to them."""
-        functional = torch.nn.functional
-        functional.scaled_dot_product_attention = self.recorder(
-            "F.scaled_dot_product_attention", functional.scaled_dot_product_attention
-        )
-        for cls in (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder):
-            cls.forward = self.recorder(f"nn.{cls.__name__}", cls.forward)  # type: ignore[method-assign]
+        for api in FORBIDDEN_APIS:
+            space, name = api.split(".")
+            if space == "F":
+                setattr(torch.nn.functional, name, self.recorder(api, getattr(torch.nn.functional, name)))
+            else:
+                cls = getattr(nn, name)
+                cls.forward = self.recorder(api, cls.forward)
 
-    def recorder(self, api: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    def recorder(self, api: ForbiddenApi, function: Callable[..., Any]) -> Callable[..., Any]:
         def recorded(*args: Any, **kwargs: Any) -> Any:
             if called_by_student(sys._getframe(1)):
                 self.forbidden.add(api)
@@ -173,7 +177,8 @@ class Worker:
         if req.op == "load_checkpoint":
             return load_checkpoint(self.module(req.target), args[0])
         if req.op == "free":
-            self.handles.pop(req.target, None)
+            if isinstance(req.target, int):
+                self.handles.pop(req.target, None)
             return None
         raise BadRequest(f"operation {req.op} is not supported by this worker")
 
@@ -440,7 +445,7 @@ def describe(obj: Any) -> dict[str, Any]:
     }
 
 
-def error_info(exc: BaseException, kind: str | None = None) -> WorkerErrorInfo:
+def error_info(exc: BaseException, kind: ErrorKind | None = None) -> WorkerErrorInfo:
     """Describe an exception by type, message and the innermost line of the student's own code."""
     message = str(exc)
     if kind is None:

@@ -12,9 +12,10 @@ import importlib.util
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -22,12 +23,12 @@ from safetensors.torch import load_file
 
 from ..report.models import TestResult
 from ..submission import Chunk, Extracted
+from .budget import Budget
 from .cases import UNITS
 from .judge import NOTES
 from .policy import apply_forbidden_policy, forbidden_uses, runtime_units
 from .scoring import Dependency, apply_dependencies
 from .session import StudentError, WorkerFailure, WorkerSession
-from .budget import Budget
 from .student import BudgetExhausted, Student
 from .suite import Suite
 
@@ -223,12 +224,10 @@ def run_suite(
     if code in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED):
         plugin.collect_errors.append(f"pytest ended with {pytest.ExitCode(code).name}")
     policy = str(suite.config.get("policy", {}).get("forbidden", "from_scratch"))
-    results = apply_forbidden_policy(
-        apply_dependencies(plugin.results, plugin.dependencies),
-        plugin.from_scratch,
-        forbidden_uses(extracted.chunks),
-        runtime_units(session.forbidden_seen),
-        policy,
+    # The policy first: an anchor whose unit used forbidden attention has not reproduced anything.
+    withheld = apply_forbidden_policy(
+        plugin.results, plugin.from_scratch, forbidden_uses(extracted.chunks), runtime_units(session.forbidden_seen), policy
     )
+    results = apply_dependencies(withheld, plugin.dependencies)
     return results, plugin.collect_errors
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
+from ..protocol import FORBIDDEN_APIS
 from ..report.models import TestResult
 from ..submission import Chunk
 
@@ -22,12 +23,8 @@ DEFINITION_UNITS = {
     "VisionTransformer": "vit",
 }
 UNIT_ORDER = ("sdpa", "patch", "mhsa", "block", "vit")
-FORBIDDEN_ATTRS = {
-    "MultiheadAttention": "nn.MultiheadAttention",
-    "TransformerEncoder": "nn.TransformerEncoder",
-    "TransformerEncoderLayer": "nn.TransformerEncoderLayer",
-    "scaled_dot_product_attention": "F.scaled_dot_product_attention",
-}
+# By attribute name, whatever module it is reached through (torch._C._nn.scaled_dot_product_attention too).
+FORBIDDEN_ATTRS = {api.split(".")[-1]: api for api in FORBIDDEN_APIS}
 FORBIDDEN_MODULES = ("timm", "torchvision.models.vision_transformer")
 POLICIES = ("from_scratch", "unit", "none")
 
@@ -108,9 +105,10 @@ def apply_forbidden_policy(
         offences.setdefault(unit, []).extend(f"{api} (called at run time)" for api in sorted(apis))
     if policy == "none":
         return results
+    anywhere = [found for unit in sorted(offences) for found in offences[unit]]
     adjusted = []
-    for result, scratch in zip(results, from_scratch):
-        found = offences.get(result.unit)
+    for result, scratch in zip(results, from_scratch, strict=True):
+        found = anywhere if result.unit == "policy" else offences.get(result.unit)
         if found and result.score > 0 and (scratch or policy == "unit"):
             note = f"points withheld: this unit uses {', '.join(dict.fromkeys(found))}, which the homework forbids"
             result = result.model_copy(update={"score": 0.0, "status": "failed", "output": f"{note}. {result.output}".strip()})
