@@ -20,9 +20,9 @@ from ..report.models import (
 )
 from ..sandbox import Limits, make_backend
 from ..submission import SubmissionError, load
+from .budget import Budget
 from .course import adjustments, apply, parse_time
 from .session import WorkerSession
-from .budget import Budget
 from .suite import Suite, SuiteError, resolve
 
 if TYPE_CHECKING:
