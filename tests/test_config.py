@@ -17,7 +17,8 @@ import vitgrade
 from vitgrade.api import GradeOptions
 from vitgrade.runner.suite import SuiteError, resolve
 
-from .conftest import ROOT, vitgrade as run_vitgrade
+from .conftest import ROOT
+from .conftest import vitgrade as run_vitgrade
 
 
 def suite_copy(tmp_path: Path, edit: str) -> Path:

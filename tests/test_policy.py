@@ -4,8 +4,6 @@ from-scratch points and the policy point is not given. Graded through the real C
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.conftest import grade_all
