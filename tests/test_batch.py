@@ -5,16 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from vitgrade.batch.discover import discover
 from tests.conftest import CORRECT, ROOT, grade_all, vitgrade, without_timings
 from tests.corpus.hostile import ATTACKS, FORWARD_AT, IMPORT_AT
 from tests.corpus.mutants import MUTANTS, REFERENCE
 from tests.notebooks import write_course_zip, write_notebook
+from vitgrade.batch.discover import discover
 
 QUICK_ATTACKS = ("exit_at_import", "segfault", "fake_report", "forged_channel", "sys_exit_in_forward", "huge_output")
 
@@ -122,7 +122,7 @@ def test_discovery_layouts(tmp_path: Path) -> None:
     times = tmp_path / "times.csv"
     times.write_text("student,submitted_at\nab1,2025-11-22T12:00:00+00:00\n")
     stamped = {e.student: e.submitted_at for e in discover(per_student, times)}
-    assert stamped["ab1"] == datetime(2025, 11, 22, 12, tzinfo=timezone.utc) and stamped["cd2"] is None
+    assert stamped["ab1"] == datetime(2025, 11, 22, 12, tzinfo=UTC) and stamped["cd2"] is None
 
 
 def test_course_policy_adjustments(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from vitgrade.submission import MAX_CELL_BYTES, SubmissionError, load
 from tests.notebooks import write_course_zip, write_nbformat_40
+from vitgrade.submission import MAX_CELL_BYTES, SubmissionError, load
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLE = (ROOT / "tests" / "corpus" / "correct" / "chunk_colab.py").read_text()

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from vitgrade.runner.cases import UNITS
 from tests.conftest import ROOT
+from vitgrade.runner.cases import UNITS
 
 SUITES = ROOT / "test_cases"
 

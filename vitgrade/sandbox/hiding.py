@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 STATE = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "vitgrade"
 
@@ -77,7 +78,7 @@ def journal(top: str) -> Iterator[dict]:
     path = STATE / f"hidden-{hashlib.sha256(top.encode()).hexdigest()[:16]}.json"
     with open(STATE / "hidden.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        state = json.loads(path.read_text()) if path.exists() else {"top": top, "modes": {}, "holders": []}
+        state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"top": top, "modes": {}, "holders": []}
         state["holders"] = [h for h in state["holders"] if holder_alive(h)]
         try:
             yield state

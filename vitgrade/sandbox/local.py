@@ -98,6 +98,7 @@ class LocalBackend(Backend):
 
     def bwrap_argv(self) -> list[str]:
         roots = python_roots()
+        assert self.bwrap is not None  # checked in __init__
         argv = [self.bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
         if not self.root:
             argv += ["--unshare-user", "--uid", str(UNPRIVILEGED), "--gid", str(UNPRIVILEGED)]
