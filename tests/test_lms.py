@@ -32,7 +32,8 @@ def test_gradescope_bundle_runs_in_a_simulated_autograder(tmp_path: Path, exampl
         mode = archive.getinfo("run_autograder").external_attr >> 16
     assert {"setup.sh", "run_autograder"} <= set(names) and mode & stat.S_IXUSR
     assert any(n.startswith("test_cases/hidden/") for n in names) and "reference/vit.py" in names
-    assert "torch==2.14.1" in (root / "source" / "setup.sh").read_text()
+    setup = (root / "source" / "setup.sh").read_text()
+    assert "torch==2.14.1" in setup and "einops==" in setup
     # the submission: the reference, plus an attempt to read the hidden suite and the reference
     targets = [str(root / "source" / "test_cases" / "hidden" / "test_sdpa_hidden.py"), str(root / "source" / "reference" / "vit.py")]
     thief = REFERENCE.read_text().replace(IMPORT_AT, IMPORT_AT + "".join(
@@ -54,6 +55,8 @@ def test_gradescope_bundle_runs_in_a_simulated_autograder(tmp_path: Path, exampl
     assert results["score"] == 50, results["output"]
     visibility = {t["visibility"] for t in results["tests"]}
     assert visibility == {"visible", "after_due_date"}
+    # The thief's prints reach results.json (so the check below could see a leak), its reads did not.
+    assert b"denied" in raw, results["output"][-2000:]
     assert all(s not in raw for s in SENTINELS)
     assert stat.S_IMODE((root / "source" / "test_cases" / "hidden").stat().st_mode) & 0o077 == 0
 

@@ -23,7 +23,7 @@ from ..report.export import gradescope
 from ..report.models import Report
 
 SOURCE_ITEMS = ("vitgrade", "reference", "test_cases", "pyproject.toml", "README.md")
-PINNED = ("torch", "torchvision", "pydantic", "click", "safetensors", "nbformat", "rich", "pytest", "pyyaml")
+PINNED = ("torch", "torchvision", "einops", "numpy", "pydantic", "click", "safetensors", "nbformat", "rich", "pytest", "pyyaml")
 
 RUN_AUTOGRADER = """#!/usr/bin/env bash
 # Gradescope runs this as root in /autograder. VITGRADE_AUTOGRADER_ROOT, VITGRADE_PYTHON and

@@ -15,6 +15,7 @@ from .models import Report
 UNIT_ORDER = {unit: i for i, unit in enumerate(UNITS)}
 STATUS_STYLE = {"passed": "green", "failed": "red", "error": "red", "timeout": "magenta", "oom": "magenta", "crashed": "magenta", "skipped": "yellow"}
 OUTPUT_LIMIT = 8000
+PRINTED_LIMIT = 4000  # of the student's own prints, in Gradescope's overall output
 
 
 def native(report: Report) -> str:
@@ -27,6 +28,8 @@ def gradescope(report: Report) -> dict[str, Any]:
     if report.error:
         lines.append(f"Your submission could not be graded: {report.error}")
     lines += [f"[{d.action}] {d.where}: {d.reason}" for d in report.diagnostics]
+    if report.student_output.text:
+        lines.append(f"What your code printed ({report.student_output.total_bytes} bytes):\n{report.student_output.text[:PRINTED_LIMIT]}")
     tests = [
         {
             "name": f"{t.unit}: {t.name}",
