@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..training import predict, train
-from .plugin import load_reference
+from .plugin import load_module
 from .tasks import arrangement_task
 
 
@@ -61,7 +61,7 @@ class Calibration:
 def one_run(reference: str, settings: dict[str, Any], seed: int) -> float:
     """One training check of the reference, as the hidden case does it for a student."""
     torch.set_num_threads(1)
-    module = load_reference(Path(reference))
+    module = load_module("vitgrade_reference", Path(reference))
     images, labels = arrangement_task(int(settings["train_images"]), seed=seed)
     held_out, truth = arrangement_task(int(settings["held_out_images"]), seed=seed + 1)
     torch.manual_seed(seed)

@@ -32,6 +32,7 @@ from .session import StudentError, WorkerFailure, WorkerSession
 from .student import BudgetExhausted, Student
 from .suite import Suite
 
+LIVE_FIXTURES = "fixture_data.py"
 INTERNAL_ERROR = "internal error in this test case; the instructor has been notified"
 
 
@@ -49,11 +50,11 @@ def test_name(item: pytest.Item, mark: pytest.Mark) -> str:
     return doc.strip().splitlines()[0] if doc and doc.strip() else item.name
 
 
-def load_reference(path: Path) -> ModuleType:
-    """Import the reference solution by path, in the trusted process only."""
-    spec = importlib.util.spec_from_file_location("vitgrade_reference", path)
+def load_module(name: str, path: Path) -> ModuleType:
+    """Import the reference solution (or a suite's fixture builder) by path, in the trusted process only."""
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise pytest.UsageError(f"cannot load the reference at {path}")
+        raise pytest.UsageError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -81,6 +82,7 @@ class VitgradePlugin:
         self.results: list[TestResult] = []
         self.collect_errors: list[str] = []
         self._reference: ModuleType | None = None
+        self._live: dict[Path, dict[str, dict[str, torch.Tensor]]] = {}
 
     # ------------------------------------------------------------ fixtures
 
@@ -93,10 +95,13 @@ class VitgradePlugin:
 
     @pytest.fixture
     def reference(self) -> ModuleType:
+        return self.reference_module()
+
+    def reference_module(self) -> ModuleType:
         if self.suite.reference is None:
             raise pytest.UsageError("this suite declares no reference; use precomputed fixtures")
         if self._reference is None:
-            self._reference = load_reference(self.suite.reference)
+            self._reference = load_module("vitgrade_reference", self.suite.reference)
         return self._reference
 
     @pytest.fixture
@@ -111,8 +116,18 @@ class VitgradePlugin:
 
     @pytest.fixture
     def fixtures(self, request: pytest.FixtureRequest) -> Callable[[str], dict[str, torch.Tensor]]:
-        folder = Path(request.node.path).parent / "fixtures"
-        return lambda name: load_file(folder / f"{name}.safetensors")
+        """The data of the suite's public cases. Where the suite has a live reference (the
+        instructor's grade), computed afresh from this run's seed by the folder's fixture_data.py,
+        so nothing the student kit ships can be replayed; else the stored safetensors files."""
+        folder = Path(request.node.path).parent
+        live = folder / LIVE_FIXTURES
+        if self.suite.reference is None or not live.is_file():
+            return lambda name: load_file(folder / "fixtures" / f"{name}.safetensors")
+        if folder not in self._live:
+            builder = load_module(f"vitgrade_fixture_data_{len(self._live)}", live)
+            self._live[folder] = builder.build(self.reference_module(), self.run_seed)
+        data = self._live[folder]
+        return lambda name: data[name]
 
     @pytest.fixture
     def source(self) -> list[Chunk]:
