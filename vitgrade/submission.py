@@ -20,6 +20,7 @@ from typing import Literal
 import nbformat
 
 from .protocol import Diagnostic
+from .text import safe_text
 
 MAX_FILE_BYTES = 20 << 20  # a notebook or .py
 MAX_ZIP_BYTES = 300 << 20  # a zip may carry best_model.pth
@@ -154,7 +155,7 @@ def _extract_notebook_or_py(name: str, data: bytes, out: Extracted) -> None:
         raise SubmissionError(f"{name} is not a readable Jupyter notebook: {reason[:200]}") from None
     code_cells = [c for c in notebook.get("cells", []) if c.get("cell_type") == "code"]
     for number, cell in enumerate(code_cells, start=1):
-        _extract_cell(str(cell.get("source", "")), f"cell {number}", out)
+        _extract_cell(safe_text(str(cell.get("source", ""))), f"cell {number}", out)
 
 
 def _strip_magics(source: str) -> tuple[str, int]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..protocol import Diagnostic
+from ..text import safe_data
 
 SCHEMA_VERSION: Literal["1.0"] = "1.0"
 Status = Literal["passed", "failed", "error", "timeout", "oom", "crashed", "skipped"]
@@ -77,6 +78,14 @@ class StudentOutput(Strict):
 
 
 class Report(Strict):
+    """Every string in it is made safe here, once: whatever a submission or a worker wrote, the
+    report can be written as JSON and UTF-8."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def safe_strings(cls, data: Any) -> Any:
+        return safe_data(data) if isinstance(data, dict) else data
+
     schema_version: Literal["1.0"] = SCHEMA_VERSION
     status: Literal["ok", "error"] = "ok"
     error: str | None = None  # one line, when no test could run at all
