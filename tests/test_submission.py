@@ -113,3 +113,37 @@ def test_bad_input_is_refused_with_one_line(tmp_path: Path, make, reason: str) -
     with pytest.raises(SubmissionError) as err:
         load(make(tmp_path))
     assert reason in str(err.value) and "\n" not in str(err.value)
+
+
+def test_decorated_definitions_keep_their_decorators(tmp_path: Path) -> None:
+    source = "from dataclasses import dataclass\n\n\n@dataclass(frozen=True)\nclass Config:\n    dim: int = 8\n"
+    out = load(notebook(tmp_path / "d.ipynb", source, "@torch.no_grad()\ndef evaluate(model):\n    return model"))
+    code = kept(out)
+    assert "@dataclass(frozen=True)\nclass Config" in code and "@torch.no_grad()\ndef evaluate" in code
+
+
+def test_a_decorated_config_used_by_the_model_is_graded(tmp_path: Path) -> None:
+    """The reference with its attention scale read from a @dataclass config: full public marks."""
+    from tests.conftest import grade
+    from tests.corpus.mutants import REFERENCE
+
+    source = REFERENCE.read_text().replace("import math\n", "import math\nfrom dataclasses import dataclass\n\n\n"
+                                           "@dataclass(frozen=True)\nclass Scale:\n    power: float = 0.5\n", 1)  # fmt: skip
+    source = source.replace("/ math.sqrt(d_k)", "/ d_k ** Scale(power=0.5).power", 1)
+    path = tmp_path / "dataclass_config.py"
+    path.write_text(source)
+    assert grade(path, tmp_path / "r.json")["score"] == 18
+
+
+def test_only_hyper_parameters_among_assignments(tmp_path: Path) -> None:
+    """Arithmetic on hyper-parameters is kept; on names the training loop changes it is not run."""
+    evaluation = (
+        "correct = 0\ntotal = 0\nfor images, labels in test_loader:\n    correct += 1\n    total += 1\n"
+        "test_acc = 100 * correct / total\nscale = 2.0 * -1"
+    )
+    out = load(notebook(tmp_path / "e.ipynb", "embed_dim = 64\nheads = embed_dim // 8", evaluation))
+    code = kept(out)
+    assert "heads = embed_dim // 8" in code and "scale = 2.0 * -1" in code
+    assert "test_acc" not in code
+    reasons = {d.where: d.reason for d in out.diagnostics}
+    assert "computed value" in reasons["cell 2, line 6"]

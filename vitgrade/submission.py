@@ -54,6 +54,7 @@ class Extracted:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     zip_names: list[str] = field(default_factory=list)  # every file in a zip, for course policy
     checkpoint: bytes | None = None  # best_model.pth from a zip, only ever loaded in the worker
+    constants: set[str] = field(default_factory=set)  # names of the kept literal assignments so far
 
     def note(self, where: str, action: Literal["skipped", "failed", "note"], reason: str) -> None:
         self.diagnostics.append(Diagnostic(where=where[:200], action=action, reason=reason[:2000]))
@@ -189,15 +190,21 @@ def _extract_cell(source: str, where: str, out: Extracted) -> None:
     drop_lines: set[int] = set()
     kept_nodes = []
     for node in tree.body:
-        reason = _drop_reason(node)
-        span = range(node.lineno, (node.end_lineno or node.lineno) + 1)
+        reason = _drop_reason(node, out.constants)
+        # A decorated definition starts at its first decorator (`@dataclass`), not at `class`.
+        decorators = getattr(node, "decorator_list", [])
+        first = min([node.lineno, *(d.lineno for d in decorators)])
+        span = range(first, (node.end_lineno or node.lineno) + 1)
         if reason is None:
             kept_nodes.append((node, span))
         else:
             drop_lines.update(span)
+            # A name that code which is not run changes (`correct += ...` in the test loop) is
+            # no constant: arithmetic on it later (`100 * correct / total`) is not run either.
+            out.constants.difference_update(n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store))
             if reason:
-                first = lines[node.lineno - 1].strip()
-                out.note(f"{where}, line {node.lineno}", "skipped", f"{reason}: {first[:60]}")
+                text = lines[node.lineno - 1].strip()
+                out.note(f"{where}, line {node.lineno}", "skipped", f"{reason}: {text[:60]}")
     for node, span in kept_nodes:
         if drop_lines.intersection(span):
             out.note(f"{where}, line {node.lineno}", "skipped", "shares a line with top-level code that is not run")
@@ -209,14 +216,15 @@ def _extract_cell(source: str, where: str, out: Extracted) -> None:
         out.chunks.append(Chunk(where=where, source=kept))
 
 
-def _drop_reason(node: ast.stmt) -> str | None:
+def _drop_reason(node: ast.stmt, constants: set[str]) -> str | None:
     """None keeps the statement; a string explains the drop ('' drops silently). Only imports,
     definitions and literal assignments are run."""
     if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return None
     if isinstance(node, (ast.Assign, ast.AnnAssign)):
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        if node.value is not None and all(_is_name_target(t) for t in targets) and _is_simple(node.value):
+        if node.value is not None and all(_is_name_target(t) for t in targets) and _is_simple(node.value, constants):
+            constants.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
             return None
         return "not run (top-level assignment of a computed value)"
     if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
@@ -231,18 +239,29 @@ def _is_name_target(target: ast.expr) -> bool:
     return isinstance(target, (ast.Tuple, ast.List)) and all(isinstance(e, ast.Name) for e in target.elts)
 
 
-def _is_simple(expr: ast.expr) -> bool:
-    """Literals, names and arithmetic on them, plus the course's `torch.device(...)` line."""
-    if isinstance(expr, (ast.Constant, ast.Name)):
-        return True
-    if isinstance(expr, (ast.Tuple, ast.List, ast.Set)):
-        return all(_is_simple(e) for e in expr.elts)
-    if isinstance(expr, ast.Dict):
-        return all(k is not None and _is_simple(k) for k in expr.keys) and all(_is_simple(v) for v in expr.values)
-    if isinstance(expr, ast.UnaryOp):
-        return _is_simple(expr.operand)
-    if isinstance(expr, ast.BinOp):
-        return _is_simple(expr.left) and _is_simple(expr.right)
+def _is_simple(expr: ast.expr, constants: set[str]) -> bool:
+    """What the contract needs of top-level assignments: hyper-parameters. Literals, containers of
+    them, arithmetic on literals and on hyper-parameters kept before (`heads = embed_dim // 8`), and
+    the course's `device = torch.device(...)` line. Arithmetic on anything else (`test_acc = 100 *
+    correct / total`, whose names the training loop computes) belongs to the training cells."""
     if isinstance(expr, ast.Call):
         return ast.unparse(expr.func) == "torch.device"
+    return _is_constant(expr, constants)
+
+
+def _is_constant(expr: ast.expr, constants: set[str]) -> bool:
+    if isinstance(expr, ast.Constant):
+        return True
+    if isinstance(expr, ast.Name):
+        return expr.id in constants
+    if isinstance(expr, (ast.Tuple, ast.List, ast.Set)):
+        return all(_is_constant(e, constants) for e in expr.elts)
+    if isinstance(expr, ast.Dict):
+        return all(k is not None and _is_constant(k, constants) for k in expr.keys) and all(
+            _is_constant(v, constants) for v in expr.values
+        )
+    if isinstance(expr, ast.UnaryOp):
+        return _is_constant(expr.operand, constants)
+    if isinstance(expr, ast.BinOp):
+        return _is_constant(expr.left, constants) and _is_constant(expr.right, constants)
     return False

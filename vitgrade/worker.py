@@ -18,6 +18,7 @@ import os
 import sys
 import time
 import traceback
+import types
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -67,7 +68,11 @@ class Worker:
         self.reader = FrameReader(chan_in)
         self.nonce = nonce
         self.chan_out = chan_out
-        self.ns: dict[str, Any] = {"__name__": "submission", "__builtins__": __builtins__}
+        # A real module in sys.modules, as a notebook's __main__ is: @dataclass and pickling look
+        # the defining module up by name.
+        module = types.ModuleType("submission")
+        sys.modules["submission"] = module
+        self.ns: dict[str, Any] = module.__dict__
         self.handles: dict[int, Any] = {}
         self.trace: list[SdpaCall] = []
         self.forbidden: set[ForbiddenApi] = set()
