@@ -147,3 +147,38 @@ def test_only_hyper_parameters_among_assignments(tmp_path: Path) -> None:
     assert "test_acc" not in code
     reasons = {d.where: d.reason for d in out.diagnostics}
     assert "computed value" in reasons["cell 2, line 6"]
+
+
+def zip_of(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_duplicate_and_nested_notebooks_in_a_zip(tmp_path: Path) -> None:
+    """Two hw4_impl.ipynb (in folders, or differing in case) or a zip in the zip: the graded member
+    is chosen the same way whatever the zip's order, named, and the rest is listed as ignored."""
+    first = notebook(tmp_path / "1.ipynb", "def top():\n    return 1").read_bytes()
+    second = notebook(tmp_path / "2.ipynb", "def deeper():\n    return 2").read_bytes()
+    third = notebook(tmp_path / "3.ipynb", "def upper():\n    return 3").read_bytes()
+    for order in ([("hw4/old/hw4_impl.ipynb", second), ("HW4_IMPL.ipynb", third), ("hw4_impl.ipynb", first)],
+                  [("hw4_impl.ipynb", first), ("HW4_IMPL.ipynb", third), ("hw4/old/hw4_impl.ipynb", second)]):  # fmt: skip
+        out = load(zip_of(tmp_path / "dup.zip", dict(order)))
+        assert out.member == "hw4_impl.ipynb" and "def top" in kept(out) and "def deeper" not in kept(out)
+        assert any("graded hw4_impl.ipynb, ignored hw4/old/hw4_impl.ipynb, HW4_IMPL.ipynb" in d.reason for d in out.diagnostics)
+    inner = zip_of(tmp_path / "inner.zip", {"hw4_impl.ipynb": first}).read_bytes()
+    with pytest.raises(SubmissionError, match="no notebook"):
+        load(zip_of(tmp_path / "nested_only.zip", {"inner.zip": inner}))
+    out = load(zip_of(tmp_path / "nested.zip", {"inner.zip": inner, "a/hw4_impl.ipynb": second}))
+    assert out.member == "a/hw4_impl.ipynb"
+    assert any("inner.zip is a zip inside the zip: it was not opened" in d.reason for d in out.diagnostics)
+
+
+def test_the_report_names_the_graded_member(tmp_path: Path) -> None:
+    from tests.conftest import grade
+
+    source = notebook(tmp_path / "n.ipynb", "def h():\n    return 3").read_bytes()
+    path = zip_of(tmp_path / "ab1234.zip", {"sub/hw4_impl.ipynb": source, "hw4_impl.ipynb": source})
+    report = grade(path, tmp_path / "r.json")
+    assert report["submission"]["member"] == "hw4_impl.ipynb"

@@ -53,6 +53,7 @@ class Extracted:
     chunks: list[Chunk] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     zip_names: list[str] = field(default_factory=list)  # every file in a zip, for course policy
+    member: str | None = None  # the zip member that was graded
     checkpoint: bytes | None = None  # best_model.pth from a zip, only ever loaded in the worker
     constants: set[str] = field(default_factory=set)  # names of the kept literal assignments so far
 
@@ -121,16 +122,31 @@ def _from_zip(data: bytes, out: Extracted) -> tuple[str, bytes]:
         out.note("zip", "note", f"extra file in the zip: {extra}")
     if "best_model.pth" in by_base:
         out.checkpoint = _read_member(archive, files[by_base["best_model.pth"]])
-    if COURSE_NOTEBOOK in by_base:
-        chosen = by_base[COURSE_NOTEBOOK]
+    for nested in sorted(n for n in files if n.lower().endswith(".zip")):
+        out.note("zip", "note", f"{nested} is a zip inside the zip: it was not opened (put {COURSE_NOTEBOOK} at the top level)")
+    named = sorted((n for n in files if PurePosixPath(n).name.lower() == COURSE_NOTEBOOK), key=_preference)
+    if named:
+        chosen = named[0]
+        if len(named) > 1:
+            others = ", ".join(named[1:])
+            out.note("zip", "note", f"the zip holds {len(named)} files named {COURSE_NOTEBOOK}: graded {chosen}, ignored {others}")
     else:
         candidates = sorted(n for n in files if n.lower().endswith((".ipynb", ".py")))
         notebooks = [n for n in candidates if n.lower().endswith(".ipynb")] or candidates
         if not notebooks:
-            raise SubmissionError(f"the zip holds no notebook (expected {COURSE_NOTEBOOK})")
+            raise SubmissionError(f"the zip holds no notebook (expected {COURSE_NOTEBOOK} at its top level)")
         chosen = notebooks[0]
-        out.note("zip", "note", f"expected {COURSE_NOTEBOOK} in the zip; graded {chosen} instead")
+        ignored = f"; ignored {', '.join(notebooks[1:])}" if len(notebooks) > 1 else ""
+        out.note("zip", "note", f"expected {COURSE_NOTEBOOK} in the zip; graded {chosen} instead{ignored}")
+    out.member = chosen
     return PurePosixPath(chosen).name, _read_member(archive, files[chosen])
+
+
+def _preference(name: str) -> tuple[bool, int, str]:
+    """Among several notebooks named like the course's: the exact name first, then the one
+    nearest the top of the zip, then by path, so the choice never depends on the zip's order."""
+    path = PurePosixPath(name)
+    return path.name != COURSE_NOTEBOOK, len(path.parts), name
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:

@@ -22,6 +22,7 @@ class SubmissionInfo(Strict):
     path: str
     sha256: str | None = None
     kind: Literal["ipynb", "py", "zip"] | None = None
+    member: str | None = None  # the file graded inside a zip
     student: str | None = None
     submitted_at: str | None = None  # ISO 8601, from the LMS export or a times CSV
 

@@ -113,6 +113,7 @@ class Engine:
                 path=self.path.name,
                 sha256=extracted.sha256,
                 kind=extracted.kind,
+                member=extracted.member,
                 student=options.student,
                 submitted_at=options.submitted_at.isoformat() if options.submitted_at else None,
             ),
