@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import io
+import re
 import stat
 import zipfile
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ MAX_ZIP_BYTES = 300 << 20  # a zip may carry best_model.pth
 MAX_UNZIPPED_BYTES = 600 << 20
 MAX_ZIP_ENTRIES = 200
 MAX_CELL_BYTES = 1 << 20
+DEFINED = re.compile(r"^[ \t]*(?:class|def)[ \t]+([A-Za-z_]\w*)", re.M)
 COURSE_NOTEBOOK = "hw4_impl.ipynb"
 ALLOWED_ZIP_FILES = {COURSE_NOTEBOOK, "hw4_theory.pdf"}
 
@@ -54,11 +56,25 @@ class Extracted:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     zip_names: list[str] = field(default_factory=list)  # every file in a zip, for course policy
     member: str | None = None  # the zip member that was graded
+    skipped_definitions: dict[str, str] = field(default_factory=dict)  # name -> the skipped cell, and why
     checkpoint: bytes | None = None  # best_model.pth from a zip, only ever loaded in the worker
     constants: set[str] = field(default_factory=set)  # names of the kept literal assignments so far
 
     def note(self, where: str, action: Literal["skipped", "failed", "note"], reason: str) -> None:
         self.diagnostics.append(Diagnostic(where=where[:200], action=action, reason=reason[:2000]))
+
+    def skip_cell(self, where: str, source: str, reason: str) -> None:
+        """A whole cell is not run: remember what it defines, so that a missing class is explained
+        by this cell rather than reported as never written."""
+        self.note(where, "skipped", reason)
+        first = next((line.strip() for line in source.splitlines() if line.strip()), "")
+        for name in DEFINED.findall(source[:MAX_CELL_BYTES]):
+            self.skipped_definitions.setdefault(name, f"{where} (first line: `{first[:80]}`), which the grader skips: {reason}")
+
+    def why_missing(self, name: str) -> str | None:
+        """Why NAME is not defined when the student wrote it: the skipped cell that holds it."""
+        found = self.skipped_definitions.get(name)
+        return f"{name} is defined in {found}" if found else None
 
 
 def sha256_of(path: Path) -> str:
@@ -188,10 +204,10 @@ def _strip_magics(source: str) -> tuple[str, int]:
 
 def _extract_cell(source: str, where: str, out: Extracted) -> None:
     if len(source.encode()) > MAX_CELL_BYTES:
-        out.note(where, "skipped", f"the cell is larger than {MAX_CELL_BYTES} bytes")
+        out.skip_cell(where, source, f"the cell is larger than {MAX_CELL_BYTES} bytes")
         return
     if source.lstrip().startswith("%%"):
-        out.note(where, "skipped", f"cell magic {source.split()[0]} (the grader does not run cell magics)")
+        out.skip_cell(where, source, f"cell magic {source.split()[0]} (the grader does not run cell magics)")
         return
     source, blanked = _strip_magics(source)
     if blanked:
@@ -199,7 +215,7 @@ def _extract_cell(source: str, where: str, out: Extracted) -> None:
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
-        out.note(where, "skipped", f"does not parse: {exc.msg} at line {exc.lineno}")
+        out.skip_cell(where, source, f"does not parse: {exc.msg} at line {exc.lineno}")
         return
     lines = source.split("\n")
     keep = [False] * (len(lines) + 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import re
 import sys
 import time
 import traceback
@@ -33,6 +34,7 @@ from .student import BudgetExhausted, Student
 from .suite import Suite
 
 LIVE_FIXTURES = "fixture_data.py"
+IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 INTERNAL_ERROR = "internal error in this test case; the instructor has been notified"
 
 
@@ -73,6 +75,7 @@ class VitgradePlugin:
         self.session = session
         self.budget = budget
         self.chunks = extracted.chunks
+        self.extracted = extracted
         self.checkpoint_bytes = extracted.checkpoint
         self.from_scratch: list[bool] = []
         self.dependencies: list[Dependency] = []
@@ -196,7 +199,10 @@ class VitgradePlugin:
         if isinstance(exc, BudgetExhausted):
             return "timeout", str(exc)
         if isinstance(exc, StudentError):
-            return ("failed" if exc.info.kind == "not_implemented" else "error"), exc.student_message()
+            message = exc.student_message()
+            if exc.info.kind == "missing":
+                message = next(filter(None, map(self.extracted.why_missing, IDENTIFIER.findall(exc.info.message))), message)
+            return ("failed" if exc.info.kind == "not_implemented" else "error"), message
         if isinstance(exc, AssertionError):
             return "failed", str(exc) or "wrong result"
         self.log(f"{item.nodeid}: {''.join(traceback.format_exception(exc))}")
