@@ -27,3 +27,17 @@ def test_a_class_in_a_cell_that_does_not_parse_names_the_cell(tmp_path: Path) ->
         for o in outputs
     ), outputs
     assert not any("does not define VisionTransformer" in o for o in outputs)
+
+
+def test_a_class_token_drawn_in_forward_is_named_as_such(tmp_path: Path) -> None:
+    from tests.corpus.mutants import REFERENCE
+
+    source = REFERENCE.read_text().replace(
+        "cls = self.cls_token.expand(x.shape[0], -1, -1)", "cls = torch.randn(x.shape[0], 1, x.shape[-1])", 1
+    )
+    path = tmp_path / "randn_cls.py"
+    path.write_text(source)
+    report = grade(path, tmp_path / "r.json", "--suite", "full", "--seed", "3")
+    case = next(t for t in report["tests"] if t["name"].startswith("in eval mode the same input"))
+    assert case["status"] == "failed" and "drawn at random (torch.randn for the class token" in case["output"], case
+    assert "dropout must be off" not in case["output"]
