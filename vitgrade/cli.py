@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from datetime import datetime
@@ -206,15 +207,21 @@ def calibrate(suite: str, seeds: int, first_seed: int, jobs: int, out: Path | No
 @click.option("--due", type=IsoTime(), help="due date for the late penalty")
 @click.option("--times", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="CSV of student,submitted_at")
 @BUDGET
+@THREADS
 @click.option("--assignment", default="HW4 Implementation", show_default=True, help="the gradebook column / item name")
 @click.option("--force", is_flag=True, help="regrade submissions that are already graded")
 @BACKEND
 def batch(submissions: Path, out: Path, suite: str, jobs: int, seed: int | None, due: datetime | None, times: Path | None,
-          budget: float, assignment: str, force: bool, backend: str) -> None:  # fmt: skip
+          budget: float, threads: int, assignment: str, force: bool, backend: str) -> None:  # fmt: skip
     """Grade every submission in SUBMISSIONS (a folder of files, one folder per student, or a
-    Gradescope export) in parallel; write per-student reports and the class's gradebook files."""
+    Gradescope export) in parallel; write per-student reports and the class's gradebook files.
+    Each report is exactly what `vitgrade grade` gives with the same seed and options."""
     from .batch.run import Options, run, start_forkserver
 
+    cores = os.cpu_count() or 1
+    jobs = max(1, jobs)
+    if jobs * threads > cores:
+        fail(f"--jobs {jobs} x --threads {threads} is more than this machine's {cores} cores: lower one of them")
     context = start_forkserver()
     from .batch.discover import discover
     from .report.gradebook import export_all
@@ -228,7 +235,8 @@ def batch(submissions: Path, out: Path, suite: str, jobs: int, seed: int | None,
         fail(str(exc))
     if not entries:
         fail(f"no submissions found in {submissions}")
-    options = Options(suite, version, max(1, jobs), choose(backend), seed, due, budget, force)
+    grading = GradeOptions(suite=suite, seed=seed, backend=choose(backend), threads=threads, due=due, budget_s=budget)
+    options = Options(grading, version, jobs, force)
     reports, graded = run(entries, out, options, context)
     summary = export_all(reports, out, assignment, max((r["max_score"] for r in reports.values()), default=50.0) or 50.0)
     click.echo(f"{len(reports)} submissions ({graded} graded now), mean {summary['mean']:.2f}, median {summary['median']:.2f} -> {out}")

@@ -17,10 +17,10 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from rich.progress import (
@@ -32,44 +32,31 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ..api import GradeOptions
 from ..submission import sha256_of
 from .discover import Entry
 
 STATE = "state.json"
-STOP_GRACE_S = 20.0
+STOP_GRACE_S = 20.0  # past its own budget, a grade gets this long to write its report before it is stopped
 
 
 @dataclass
 class Options:
-    suite: str
+    """The batch's settings: how each submission is graded (GradeOptions, but for the student,
+    seed and submission time) and how many at once."""
+
+    grade: GradeOptions
     suite_version: str
     jobs: int
-    backend: str
-    seed: int | None
-    due: datetime | None
-    budget_s: float
     force: bool = False
 
-    @property
-    def threads(self) -> int:
-        """torch threads per job, so that jobs x threads <= cores."""
-        return max(1, (os.cpu_count() or 1) // max(1, self.jobs))
+    def for_entry(self, entry: Entry, seed: int) -> GradeOptions:
+        return self.grade.model_copy(update={"seed": seed, "student": entry.student, "submitted_at": entry.submitted_at})
 
 
 def seed_for(sha256: str, fixed: int | None) -> int:
     """The given seed, or one derived from the content: a regrade reproduces it."""
     return fixed if fixed is not None else int(sha256[:8], 16) % (2**31)
-
-
-def command(entry: Entry, seed: int, out: Path, options: Options) -> list[str]:
-    """The `vitgrade` arguments that grade one submission."""
-    argv = ["grade", str(entry.path), "--suite", options.suite, "--seed", str(seed), "--json", str(out),
-            "--student", entry.student, "--threads", str(options.threads), "--backend", options.backend]  # fmt: skip
-    if entry.submitted_at is not None:
-        argv += ["--submitted-at", entry.submitted_at.isoformat()]
-    if options.due is not None:
-        argv += ["--due", options.due.isoformat()]
-    return argv
 
 
 def start_forkserver() -> multiprocessing.context.BaseContext:
@@ -78,30 +65,44 @@ def start_forkserver() -> multiprocessing.context.BaseContext:
     from multiprocessing import forkserver
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["vitgrade.cli", "vitgrade.runner.engine", "vitgrade.runner.plugin", "torch"])
+    context.set_forkserver_preload(["vitgrade.api", "vitgrade.runner.engine", "vitgrade.runner.plugin", "torch"])
     forkserver.ensure_running()
     return context
 
 
-def vitgrade(argv: list[str], log: str) -> None:
-    """In the forked process: `vitgrade ARGV` with its output in LOG, in a session of its own."""
+def grade_child(path: str, options_json: str, out: str, log: str) -> None:
+    """In the forked process: vitgrade.grade(PATH, options) with its output in LOG, in a session of
+    its own, the native report written to OUT. The options arrive as JSON, never through click."""
     os.setsid()  # a group of its own, for the budget's signals
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    from ..cli import main
+    from ..api import grade
+    from ..cli import interrupt
+    from ..report.export import EXPORTERS
+    from ..runner.suite import SuiteError
 
-    main.main(args=argv, prog_name="vitgrade")
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        report = grade(path, GradeOptions.model_validate_json(options_json))
+    except (SuiteError, RuntimeError) as exc:
+        print(f"vitgrade: {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: no report was written (the workers were stopped)")
+        sys.exit(2)
+    Path(out).write_text(EXPORTERS["native"](report))
 
 
-def budget_report(entry: Entry, sha: str, seed: int, options: Options, reason: str) -> dict:
+def budget_report(entry: Entry, sha: str, options: GradeOptions, suite_version: str, reason: str) -> dict:
     """The report of a submission whose grading process failed as a whole."""
     return {
         "schema_version": "1.0", "status": "error", "error": reason,
-        "submission": {"path": entry.path.name, "sha256": sha, "kind": None, "student": entry.student,
+        "submission": {"path": entry.path.name, "sha256": sha, "kind": None, "member": None, "student": entry.student,
                        "submitted_at": entry.submitted_at.isoformat() if entry.submitted_at else None},
-        "suite": {"name": options.suite, "version": options.suite_version}, "score": 0.0, "max_score": 0.0,
-        "tests_score": 0.0, "adjustments": [], "seed": seed, "duration_s": options.budget_s, "environment": None,
+        "suite": {"name": options.suite, "version": suite_version}, "score": 0.0, "max_score": 0.0,
+        "tests_score": 0.0, "adjustments": [], "seed": options.seed, "budget_s": options.budget_s,
+        "budget_used_up": True, "duration_s": options.budget_s, "environment": None,
         "diagnostics": [], "tests": [], "student_output": {"text": "", "total_bytes": 0, "truncated": False},
     }  # fmt: skip
 
@@ -119,11 +120,17 @@ def stop(process: multiprocessing.process.BaseProcess) -> None:
             return
 
 
-def grade_one(context: multiprocessing.context.BaseContext, entry: Entry, sha: str, seed: int, out: Path, options: Options) -> dict:
+def grade_one(
+    context: multiprocessing.context.BaseContext, entry: Entry, sha: str, options: GradeOptions, out: Path, suite_version: str
+) -> tuple[dict, bool]:
+    """One submission in a forked child: (its report, whether the grade itself wrote it). The
+    grade's own budget ends its tests and still writes a report; the kill past budget + grace is
+    the backstop for a grade that cannot stop itself, and its error report is retried next run."""
     log = out.with_suffix(".log")
-    process = context.Process(target=vitgrade, args=(command(entry, seed, out, options), str(log)))  # type: ignore[attr-defined]
+    args = (str(entry.path), options.model_dump_json(), str(out), str(log))
+    process = context.Process(target=grade_child, args=args)  # type: ignore[attr-defined]
     process.start()
-    process.join(options.budget_s)
+    process.join(options.budget_s + STOP_GRACE_S)
     over_budget = process.exitcode is None
     if over_budget:
         stop(process)
@@ -134,45 +141,49 @@ def grade_one(context: multiprocessing.context.BaseContext, entry: Entry, sha: s
     elif process.exitcode != 0 or not out.exists():
         reason = (lines or ["the grading process failed"])[-1][:300]
     else:
-        return json.loads(out.read_text())
-    report = budget_report(entry, sha, seed, options, reason)
+        return json.loads(out.read_text()), True
+    report = budget_report(entry, sha, options, suite_version, reason)
     out.write_text(json.dumps(report, indent=2))
-    return report
+    return report, False
 
 
 def run(
     entries: list[Entry], out: Path, options: Options, context: multiprocessing.context.BaseContext
 ) -> tuple[dict[str, dict], int]:
-    """Grade what needs grading, forking from CONTEXT's server; returns (student -> report, number graded now)."""
+    """Grade what needs grading, forking from CONTEXT's server; returns (student -> report, number graded now).
+    A submission is graded again when its content, the suite or any grading option changed, or
+    when its grading process failed last time (a crash or a kill is not a result to keep)."""
     reports_dir = out / "reports"
     reports_dir.mkdir(parents=True, exist_ok=True)
     state_file = out / STATE
     state: dict[str, dict] = json.loads(state_file.read_text()) if state_file.exists() else {}
     reports: dict[str, dict] = {}
-    todo: list[tuple[Entry, str, int, Path, dict]] = []
+    todo: list[tuple[Entry, str, GradeOptions, Path, dict]] = []
     for entry in entries:
         sha = sha256_of(entry.path)
-        seed = seed_for(sha, options.seed)
-        key = {"sha256": sha, "suite": options.suite, "suite_version": options.suite_version, "seed": seed,
-               "submitted_at": entry.submitted_at.isoformat() if entry.submitted_at else None,
-               "due": options.due.isoformat() if options.due else None}  # fmt: skip
+        chosen = options.for_entry(entry, seed_for(sha, options.grade.seed))
+        key = {"sha256": sha, "suite_version": options.suite_version, "options": chosen.model_dump(mode="json")}
         target = reports_dir / f"{entry.student}.json"
         if not options.force and state.get(entry.student) == key and target.exists():
             reports[entry.student] = json.loads(target.read_text())
         else:
-            todo.append((entry, sha, seed, target, key))
+            todo.append((entry, sha, chosen, target, key))
     columns = (TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     started = time.monotonic()
     with Progress(*columns, transient=False) as progress, ThreadPoolExecutor(options.jobs) as pool:
         task = progress.add_task("grading", total=len(todo))
-        futures = {pool.submit(grade_one, context, e, sha, seed, target, options): (e, key) for e, sha, seed, target, key in todo}
+        futures = {
+            pool.submit(grade_one, context, e, sha, chosen, target, options.suite_version): (e, key)
+            for e, sha, chosen, target, key in todo
+        }
         for future in as_completed(futures):
             entry, key = futures[future]
-            reports[entry.student] = future.result()
-            state[entry.student] = key
+            reports[entry.student], complete = future.result()
+            state[entry.student] = key if complete else {**key, "retry": True}
             state_file.write_text(json.dumps(state, indent=2, sort_keys=True))
             progress.advance(task)
     elapsed = time.monotonic() - started
     if todo:
-        print(f"graded {len(todo)} submission(s) in {elapsed:.1f} s with {options.jobs} job(s) x {options.threads} thread(s)")
+        threads = options.grade.threads
+        print(f"graded {len(todo)} submission(s) in {elapsed:.1f} s with {options.jobs} job(s) x {threads} thread(s)")
     return {e.student: reports[e.student] for e in entries}, len(todo)
