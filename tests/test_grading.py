@@ -139,7 +139,7 @@ def test_imports_no_kept_code_uses_are_not_run(tmp_path: Path) -> None:
     source = REFERENCE.read_text().replace("/ math.sqrt(d_k)", "/ statistics.fmean([d_k]) ** 0.5")
     source = source.replace(
         "import math\n",
-        "import math\nimport statistics\nimport colorsys\nfrom torchvision import datasets, transforms\n"
+        "import math\nimport statistics\nimport mailbox\nfrom torchvision import datasets, transforms\n"
         "from google.colab import drive\n",
     )
     sub = tmp_path / "imports.py"
@@ -147,7 +147,7 @@ def test_imports_no_kept_code_uses_are_not_run(tmp_path: Path) -> None:
     report = grade(sub, tmp_path / "r.json")
     assert report["score"] == 18, failures(report)  # sdpa needs `statistics`: that import ran
     reasons = [d["reason"] for d in report["diagnostics"]]
-    assert "import not run: no kept code uses colorsys" in reasons
+    assert "import not run: no kept code uses mailbox" in reasons
     assert "import not run: no kept code uses datasets, transforms" in reasons
     assert any(r.startswith("import failed: ModuleNotFoundError") and "google" in r for r in reasons), reasons
     assert not any("statistics" in r for r in reasons)
@@ -163,7 +163,7 @@ def test_hang_and_memory_bomb_cost_only_their_own_tests(tmp_path: Path) -> None:
         block_line, "        while mask is not None:\n            pass\n" + block_line,
     ).replace(
         "        x = self.patch_embed(x)  # (B, N, D)\n",
-        "        if x.shape[0] == 4:\n            torch.empty(2**34, dtype=torch.uint8).fill_(1)\n        x = self.patch_embed(x)  # (B, N, D)\n",
+        "        if x.shape[0] == 4:\n            bytearray(2**34)\n        x = self.patch_embed(x)  # (B, N, D)\n",
     )
     sub = tmp_path / "hang_oom.py"
     sub.write_text(source)

@@ -132,7 +132,8 @@ def test_reports_name_the_attack_class(attacked) -> None:
     assert "File too large" in target("disk_filler")
     assert "memory" in target("memory_creep")
     assert "sys.exit(3)" in target("sys_exit_in_forward")
-    assert "too large" in target("huge_output")
+    assert "a program may hold in one tensor" in target("huge_output")
+    assert "a program may hold in one tensor" in target("program_bomb")
     assert "exited with code 0" in reports["exit_at_import"]["tests"][0]["output"]
     assert "loading your code took longer than" in reports["import_hang"]["tests"][0]["output"]
     flood = reports["stdout_flood"]["student_output"]
@@ -352,7 +353,10 @@ THIEF_ROOTS = {
 
 def thief(folder: Path, backend: str, planted: tuple[str, Path]) -> Path:
     """The thief submission for a backend, aimed at the checkout, guessed paths and the planted object."""
-    roots = [str(ROOT), *THIEF_ROOTS.get(backend, [])]
+    if backend == "process":  # the control walks only where the sentinels lie: the whole checkout
+        roots = [str(ROOT / "reference"), str(ROOT / "test_cases")]  # (venv, CI's docker data) takes > 30 s
+    else:
+        roots = [str(ROOT), *THIEF_ROOTS.get(backend, [])]
     guesses = [
         str(ROOT / p) for p in (".git/HEAD", "reference/vit.py", "test_cases/hidden/suite.toml", "tests/conftest.py")
     ]

@@ -1,5 +1,6 @@
 """Forbidden attention, whatever name reaches it: torch's multi-head attention function, the
-attention kernel through torch._C, or a name assembled at run time. The MHSA unit loses its
+attention kernel through torch._C, a name assembled at run time, or torch's function taken back
+out of the worker's recorder (found as an operator of the exported program). The MHSA unit loses its
 from-scratch points and the policy point is not given. Graded through the real CLI."""
 
 from __future__ import annotations
@@ -40,11 +41,21 @@ class MultiHeadSelfAttention(nn.Module):
         y = torch._C._nn.scaled_dot_product_attention(q, k, v, mask)
         return self.out(y.transpose(1, 2).reshape(B, N, D))
 '''
+# torch's kernel taken back out of the worker's recorder (the closure around it), under a name
+# assembled at run time: no static scan and no recorder sees it; the program's operators do.
+UNWRAPPED = KERNEL.replace(
+    "        y = torch._C._nn.scaled_dot_product_attention(q, k, v, mask)",
+    """        f = getattr(torch.nn.functional, "scaled_dot_" + "product_attention")
+        while getattr(f, "__closure__", None):
+            f = next(c.cell_contents for c in f.__closure__ if callable(c.cell_contents))
+        y = f(q, k, v, mask)""",
+)
 WAYS = {
     "multi_head_attention_forward": (TORCH_MHA.format(call="torch.nn.functional.multi_head_attention_forward"), "F.multi_head_attention_forward"),
     "assembled_name": (TORCH_MHA.format(call='getattr(torch.nn.functional, "multi_head_" + "attention_forward")'),
                        "F.multi_head_attention_forward (called at run time)"),  # fmt: skip
     "torch_C_kernel": (KERNEL, "F.scaled_dot_product_attention"),
+    "unwrapped_from_the_recorder": (UNWRAPPED, "F.scaled_dot_product_attention"),
 }
 
 

@@ -40,6 +40,10 @@ class GradeOptions(BaseModel):
     submitted_at: datetime | None = None  # for the late penalty
     due: datetime | None = None  # overrides the suite's [course] due
     budget_s: float = Field(default=DEFAULT_BUDGET_S, gt=0)  # the whole grade; tests past it fail as timeouts
+    # Code that runs but cannot be captured as a program is judged on the worker's word (the report
+    # then says its verdicts are unverified); off by default, an instructor's choice per submission.
+    unverified: bool = False
+    programs_dir: Path | None = None  # store every judged program here, by its sha256 (named in the report)
 
     @field_validator("backend")
     @classmethod

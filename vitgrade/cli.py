@@ -46,6 +46,17 @@ BACKEND = click.option(
     help="sandbox for the worker: local (bubblewrap), user (nobody + rlimits), process (plain child), docker,"
     " or auto (local where it works)",
 )
+UNVERIFIED = click.option(
+    "--unverified",
+    is_flag=True,
+    help="judge code that runs but cannot be captured as a program on the worker's word (the report says so)",
+)
+PROGRAMS = click.option(
+    "--programs",
+    "programs_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="store every judged program here, named by the sha256 the report lists",
+)
 BUDGET = click.option(
     "--budget",
     type=click.FloatRange(min=1),
@@ -122,6 +133,8 @@ def check(notebook: Path, json_path: Path | None, backend: str, budget: float) -
 @THREADS
 @BACKEND
 @BUDGET
+@UNVERIFIED
+@PROGRAMS
 def grade(
     submission: Path,
     suite: str,
@@ -134,12 +147,15 @@ def grade(
     threads: int,
     backend: str,
     budget: float,
+    unverified: bool,
+    programs_dir: Path | None,
 ) -> None:
     """Grade SUBMISSION (.ipynb, .py or the course zip) and emit a JSON score report."""
     from .report.export import EXPORTERS
 
     options = GradeOptions(suite=suite, seed=seed, backend=backend, threads=threads, student=student,
-                           submitted_at=submitted_at, due=due, budget_s=budget)  # fmt: skip
+                           submitted_at=submitted_at, due=due, budget_s=budget, unverified=unverified,
+                           programs_dir=programs_dir)  # fmt: skip
     report = run_grade(submission, options)
     text = EXPORTERS[fmt](report)
     if json_path:
@@ -211,10 +227,12 @@ def calibrate(suite: str, seeds: int, first_seed: int, jobs: int, out: Path | No
 @click.option("--assignment", default="HW4 Implementation", show_default=True, help="the gradebook column / item name")
 @click.option("--force", is_flag=True, help="regrade submissions that are already graded")
 @BACKEND
+@UNVERIFIED
 def batch(submissions: Path, out: Path, suite: str, jobs: int, seed: int | None, due: datetime | None, times: Path | None,
-          budget: float, threads: int, assignment: str, force: bool, backend: str) -> None:  # fmt: skip
+          budget: float, threads: int, assignment: str, force: bool, backend: str, unverified: bool) -> None:  # fmt: skip
     """Grade every submission in SUBMISSIONS (a folder of files, one folder per student, or a
-    Gradescope export) in parallel; write per-student reports and the class's gradebook files.
+    Gradescope export) in parallel; write per-student reports and the class's gradebook files,
+    and every judged program under OUT/programs (named by the sha256 each report lists).
     Each report is exactly what `vitgrade grade` gives with the same seed and options."""
     from .batch.run import Options, run, start_forkserver
 
@@ -235,7 +253,8 @@ def batch(submissions: Path, out: Path, suite: str, jobs: int, seed: int | None,
         fail(str(exc))
     if not entries:
         fail(f"no submissions found in {submissions}")
-    grading = GradeOptions(suite=suite, seed=seed, backend=choose(backend), threads=threads, due=due, budget_s=budget)
+    grading = GradeOptions(suite=suite, seed=seed, backend=choose(backend), threads=threads, due=due, budget_s=budget,
+                           unverified=unverified, programs_dir=out.resolve() / "programs")  # fmt: skip
     options = Options(grading, version, jobs, force)
     reports, graded = run(entries, out, options, context)
     summary = export_all(reports, out, assignment, max((r["max_score"] for r in reports.values()), default=50.0) or 50.0)

@@ -381,11 +381,11 @@ Op = Literal[
     "get_state",  # a handle's state_dict as tensors
     "set_state",  # load a state_dict into a handle
     "mode",  # train() / eval()
-    "train",  # the grader's own training loop on given data
-    "predict",  # argmax predictions of a handle on given images
     "value",  # a literal top-level value of the submission (a hyper-parameter)
+    "train",  # the grader's own training loop, in the worker (only for code run unverified)
     "load_checkpoint",  # load a state_dict from checkpoint bytes, weights-only
     "free",  # drop a handle
+    "export",  # capture a handle's forward, or a function, for given inputs as a program (vitgrade.program)
 ]
 
 
@@ -402,9 +402,10 @@ class Request(BaseModel):
     grad_inputs: list[int] = Field(default_factory=list)  # which args need gradients
     grad_output: Any = None  # if set: backward(grad_output) after the call
     trace: bool = False  # record calls to the student's scaled_dot_product_attention
+    training: bool | None = None  # export: the module's mode while it is captured
 
 
-ErrorKind = Literal["exception", "not_implemented", "oom", "missing", "bad_request"]
+ErrorKind = Literal["exception", "not_implemented", "oom", "missing", "bad_request", "export"]
 
 
 class WorkerErrorInfo(BaseModel):
@@ -495,6 +496,14 @@ class TrainResult(BaseModel):
     losses: Tensor
 
 
+class ExportResult(BaseModel):
+    """The `export` result: a program's graph (checked by vitgrade.program) and the tensors it reads."""
+
+    model_config = ConfigDict(extra="forbid")
+    graph: dict[str, Any]
+    tensors: dict[Name, Tensor]
+
+
 RESULTS: dict[str, TypeAdapter[Any]] = {
     "call": TypeAdapter(CallResult),
     "forward": TypeAdapter(CallResult),
@@ -503,13 +512,13 @@ RESULTS: dict[str, TypeAdapter[Any]] = {
     "get_state": TypeAdapter(dict[Name, Tensor]),
     "set_state": TypeAdapter(LoadResult),
     "mode": TypeAdapter(None),
-    "train": TypeAdapter(TrainResult),
-    "predict": TypeAdapter(Tensor),
     "value": TypeAdapter(bool | int | float | str),
     "load_checkpoint": TypeAdapter(LoadResult),
     "free": TypeAdapter(None),
+    "export": TypeAdapter(ExportResult),
+    "train": TypeAdapter(TrainResult),
 }
-TENSOR_RESULTS = {"call", "forward", "get_state", "train", "predict"}  # the others' replies carry no tensor payload
+TENSOR_RESULTS = {"call", "forward", "get_state", "export", "train"}  # the others' replies carry no tensor payload
 
 
 def check_result(op: str, result: Any) -> None:

@@ -1,5 +1,6 @@
-"""The grader's own training loop, used by the worker on student models and by `vitgrade
-calibrate` on the reference, so both train exactly the same way."""
+"""The grader's own training loop, run by the runner on a student's programs, by `vitgrade
+calibrate` on the reference (and by the worker only for code an instructor lets run unverified),
+so all train exactly the same way."""
 
 from __future__ import annotations
 

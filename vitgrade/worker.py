@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 from pydantic import ValidationError
 
+from .program import capture, pair_outputs, warm_up
 from .protocol import (
     FORBIDDEN_APIS,
     MAX_BLOB,
@@ -49,7 +50,7 @@ from .protocol import (
     write_all,
     write_frame,
 )
-from .training import predict, train
+from .training import train
 
 SDPA = "scaled_dot_product_attention"
 OOM_MARKERS = ("can't allocate memory", "DefaultCPUAllocator", "out of memory")
@@ -61,6 +62,28 @@ class BadRequest(Exception):
 
 class OutputTooLarge(Exception):
     """The student's result would not fit in one frame."""
+
+
+class ExportFailed(Exception):
+    """The student's code runs, but torch.export cannot capture it as a program."""
+
+
+class Call(nn.Module):
+    """A top-level function of the submission as a module, so that it can be exported."""
+
+    def __init__(self, function: Callable[..., Any]):
+        super().__init__()
+        self.function = function
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*args, **kwargs)
+
+
+def capture_failure(exc: BaseException) -> str:
+    """torch.export's reason, cut to what a student can act on (its messages run to pages)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    return f"the grader cannot capture your code as a program ({type(exc).__name__}: {reason[:400]})"
 
 
 class Worker:
@@ -170,10 +193,6 @@ class Worker:
         if req.op == "mode":
             self.module(req.target).train(bool(args[0]))
             return None
-        if req.op == "train":
-            return train(self.module(req.target), args[0], args[1], **kwargs)
-        if req.op == "predict":
-            return predict(self.module(req.target), args[0], int(kwargs.get("batch_size", 256)))
         if req.op == "value":
             value = self.ns.get(str(req.target))
             if not isinstance(value, (bool, int, float, str)):
@@ -181,11 +200,32 @@ class Worker:
             return value
         if req.op == "load_checkpoint":
             return load_checkpoint(self.module(req.target), args[0])
+        if req.op == "train":
+            return train(self.module(req.target), args[0], args[1], **kwargs)
+        if req.op == "export":
+            return self.export(req)
         if req.op == "free":
             if isinstance(req.target, int):
                 self.handles.pop(req.target, None)
             return None
         raise BadRequest(f"operation {req.op} is not supported by this worker")
+
+    def export(self, req: Request) -> dict[str, Any]:
+        """Capture a module's forward (in the mode asked for) or a function as a program. Where
+        capture fails on code that runs, the student hears which line and why; where the code
+        itself fails, its own error is reported, as a plain call would."""
+        if isinstance(req.target, int):
+            module = self.module(req.target)
+            if req.training is not None:
+                module.train(req.training)
+        else:
+            module = Call(self.lookup(req.target))
+        try:
+            graph, tensors = capture(module, tuple(req.args), dict(req.kwargs))
+        except Exception as exc:
+            call_student(module, list(req.args), dict(req.kwargs))  # the student's own error, if there is one
+            raise ExportFailed(capture_failure(exc)) from exc
+        return {"graph": graph, "tensors": tensors}
 
     def invoke(self, fn: Callable[..., Any], req: Request, module: Any) -> Any:
         """Call fn; with grad_output, backpropagate and return gradients of inputs and params."""
@@ -418,20 +458,6 @@ def shape_of(x: Any) -> tuple[int, ...]:
     return tuple(x.shape) if isinstance(x, torch.Tensor) else ()
 
 
-def pair_outputs(value: Any, grad_output: Any) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Match a (possibly tuple) output with the gradients given for it; None skips an output."""
-    values = list(value) if isinstance(value, (tuple, list)) else [value]
-    grads = list(grad_output) if isinstance(grad_output, list) else [grad_output]
-    outputs, chosen = [], []
-    for out, grad in zip(values, grads):
-        if grad is not None and isinstance(out, torch.Tensor) and out.requires_grad:
-            outputs.append(out)
-            chosen.append(grad.to(out.dtype))
-    if not outputs:
-        raise RuntimeError("the output does not depend on anything that requires a gradient")
-    return outputs, chosen
-
-
 def describe(obj: Any) -> dict[str, Any]:
     """Names, shapes and types: what the grader needs to map the reference's weights onto yours."""
     if not isinstance(obj, nn.Module):
@@ -460,10 +486,13 @@ def error_info(exc: BaseException, kind: ErrorKind | None = None) -> WorkerError
             kind = "oom"
         elif isinstance(exc, BadRequest):
             kind = "missing"
+        elif isinstance(exc, ExportFailed):
+            kind = "export"
         else:
             kind = "exception"
     where = ""
-    for frame in traceback.extract_tb(exc.__traceback__):
+    origin = exc.__cause__ if isinstance(exc, ExportFailed) and exc.__cause__ is not None else exc
+    for frame in traceback.extract_tb(origin.__traceback__):
         if frame.filename.startswith(("cell ", "file")):
             where = f"{frame.filename}, line {frame.lineno}, in {frame.name}: {(frame.line or '').strip()}"
     if isinstance(exc, SystemExit):
@@ -479,6 +508,7 @@ def main() -> None:
     os.dup2(devnull, 0)
     os.dup2(2, 1)  # student prints go to the captured stream, never into the channel
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    warm_up()
     header, _ = FrameReader(chan_in).read()
     torch.set_num_threads(int(header.get("threads", 1)))
     nonce = str(header.get("nonce", ""))

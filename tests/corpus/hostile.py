@@ -35,10 +35,13 @@ class Attack:
 ATTACKS = [
     Attack("import_hang", "import", "while True:\n    pass", status="timeout", score=0),
     Attack("forward_hang", "forward", "while True:\n    pass", status="timeout", score=FULL_PUBLIC - 1),
-    Attack("memory_bomb", "forward", "hog = torch.ones(2**31)", status="oom", score=FULL_PUBLIC - 1),  # address space
+    # Python memory, which the worker allocates as it exports (tensors there are fake until the runner runs them)
+    Attack("memory_bomb", "forward", "hog = bytearray(2**31)", status="oom", score=FULL_PUBLIC - 1),  # address space
     Attack(
-        "memory_creep", "forward", "hog = [torch.ones(2**26) for _ in range(200)]", status="oom", score=FULL_PUBLIC - 1
+        "memory_creep", "forward", 'hog = [b"x" * (1 << 26) for _ in range(200)]', status="oom", score=FULL_PUBLIC - 1
     ),  # cgroup
+    # A tensor too large for the runner to make: refused by shape propagation, before anything is allocated
+    Attack("program_bomb", "forward", "x = x + torch.ones(2**31).sum()", status="failed", score=FULL_PUBLIC - 1),
     Attack(
         "fork_bomb",
         "forward",
@@ -182,7 +185,7 @@ ATTACKS = [
         _builtins.len = lambda *args: 0
         """,
     ),
-    Attack("huge_output", "forward", "return torch.zeros(64_000_000)", status="error", score=FULL_PUBLIC - 1),
+    Attack("huge_output", "forward", "return torch.zeros(64_000_000)", status="failed", score=FULL_PUBLIC - 1),
 ]
 
 # Many files, each under the per-file limit, alternately in the working directory and {tmp}, up to

@@ -59,15 +59,15 @@ FORGERIES = [
     Forgery("overflowing_float", f"""_forge('{REPLY}"result":{{"value":1e400}}}}')""", "out of range"),
     Forgery(
         "wrong_type",
-        f"""_forge('{REPLY}"result":{{"value":1,"input_grads":5}}}}')""",
-        "input_grads: Input should be a valid list",
+        f"""_forge('{REPLY}"result":{{"graph":{{}},"tensors":5}}}}')""",
+        "tensors: Input should be a valid dictionary",
     ),
     Forgery(
         "coerced_bool",
         """_forge('{"nonce":"@NONCE@","id":@ID@,"ok":"yes","result":{"value":1}}')""",
         "ok: Input should be a valid boolean",
     ),
-    Forgery("missing_field", f"""_forge('{REPLY}"result":{{"input_grads":[]}}}}')""", "value: Field required"),
+    Forgery("missing_field", f"""_forge('{REPLY}"result":{{"tensors":{{}}}}}}')""", "graph: Field required"),
     Forgery(
         "failure_without_error",
         """_forge('{"nonce":"@NONCE@","id":@ID@,"ok":false}')""",

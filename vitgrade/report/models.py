@@ -70,6 +70,13 @@ class TestResult(Strict):
     duration_s: float = 0.0
 
 
+class ProgramRecord(Strict):
+    """A program the grade judged: its sha256 (the file name where programs are stored) and what it is."""
+
+    sha256: str
+    what: str
+
+
 class StudentOutput(Strict):
     """What the student's code printed (stdout and stderr together), capped."""
 
@@ -103,4 +110,6 @@ class Report(Strict):
     environment: Environment | None = None  # None when the grading process itself failed
     diagnostics: list[Diagnostic] = Field(default_factory=list)
     tests: list[TestResult] = Field(default_factory=list)
+    verified: bool = True  # every verdict came from a program the grader ran itself
+    programs: list[ProgramRecord] = Field(default_factory=list)
     student_output: StudentOutput = Field(default_factory=StudentOutput)

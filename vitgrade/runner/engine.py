@@ -13,6 +13,7 @@ from ..protocol import Diagnostic
 from ..report.models import (
     Environment,
     IsolationInfo,
+    ProgramRecord,
     Report,
     StudentOutput,
     SubmissionInfo,
@@ -22,6 +23,7 @@ from ..sandbox import Limits, make_backend
 from ..submission import SubmissionError, load
 from .budget import Budget
 from .course import adjustments, apply, parse_time
+from .judging import Judging
 from .session import WorkerSession
 from .suite import Suite, SuiteError, resolve
 
@@ -85,6 +87,7 @@ class Engine:
         protected = [*suite.dirs, *([suite.reference.parent] if suite.reference else [])]
         sandbox = make_backend(options.backend, Limits(threads=options.threads), protected)
         session = WorkerSession(sandbox, extracted.chunks)
+        judging = Judging(allow_unverified=options.unverified, store=options.programs_dir)
         session.spawn()
         try:
             # Only now torch, pytest and the suite's helpers: these imports overlap the worker's own.
@@ -93,7 +96,7 @@ class Engine:
             from .plugin import run_suite
 
             torch.set_num_threads(sandbox.limits.threads)
-            results, collect_errors = run_suite(session, suite, seed, extracted, sandbox.scratch, self.budget)
+            results, collect_errors = run_suite(session, suite, seed, extracted, sandbox.scratch, self.budget, judging)
         finally:
             session.stop()
             sandbox.close()
@@ -103,6 +106,9 @@ class Engine:
         if session.ready is not None:
             diagnostics += session.ready.diagnostics
         diagnostics += [Diagnostic(where="worker", action="note", reason=event[:2000]) for event in session.events]
+        if judging.unverified:
+            reason = "unverified: judged on the worker's word, not on a program (it cannot be captured): "
+            diagnostics.append(Diagnostic(where="grader", action="note", reason=reason + ", ".join(sorted(judging.unverified))))
         iso = sandbox.isolation()
         tests_score = round(sum(r.score for r in results), 4)
         course = suite.config.get("course", {})
@@ -129,6 +135,8 @@ class Engine:
             environment=environment(IsolationInfo(**iso.__dict__)),
             diagnostics=diagnostics,
             tests=results,
+            verified=not judging.unverified,
+            programs=[ProgramRecord(sha256=digest, what=what) for digest, what in sorted(judging.programs.items())],
             student_output=StudentOutput(
                 text=session.output.text(), total_bytes=session.output.total, truncated=session.output.truncated
             ),

@@ -4,6 +4,7 @@ what was fed in, what was expected, what came out, and where they differ and by 
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -13,12 +14,13 @@ class GradingFailure(AssertionError):
     """A wrong result. Its message is shown to the student as it is."""
 
 
-NOTES: list[str] = []  # what the running case reported with inform(); the plugin collects it
+# What the running case reported with inform(): a list the plugin sets per case and collects.
+NOTES: ContextVar[list[str]] = ContextVar("vitgrade_case_notes")
 
 
 def inform(message: str) -> None:
     """Attach an informational message to the running case (shown even when it passes)."""
-    NOTES.append(message)
+    NOTES.get([]).append(message)
 
 
 def describe(**inputs: Any) -> str:

@@ -30,7 +30,7 @@ from .judge import NOTES
 from .policy import apply_forbidden_policy, forbidden_uses, runtime_units
 from .scoring import Dependency, apply_dependencies
 from .session import StudentError, WorkerFailure, WorkerSession
-from .student import BudgetExhausted, Student
+from .student import BudgetExhausted, Judging, Student
 from .suite import Suite
 
 LIVE_FIXTURES = "fixture_data.py"
@@ -71,9 +71,11 @@ class VitgradePlugin:
         extracted: Extracted,
         log: Callable[[str], None],
         budget: Budget,
+        judging: Judging,
     ):
         self.session = session
         self.budget = budget
+        self.judging = judging
         self.chunks = extracted.chunks
         self.extracted = extracted
         self.checkpoint_bytes = extracted.checkpoint
@@ -94,7 +96,7 @@ class VitgradePlugin:
         if self.budget.remaining() <= 0:
             self.budget.used_up = True
             raise BudgetExhausted(self.budget.message())
-        return Student(self.session, float(case_mark(request.node).kwargs["timeout"]), self.budget)
+        return Student(self.session, float(case_mark(request.node).kwargs["timeout"]), self.budget, self.judging)
 
     @pytest.fixture
     def reference(self) -> ModuleType:
@@ -162,11 +164,15 @@ class VitgradePlugin:
     def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
         self._start = time.monotonic()
         self._outcome: tuple[str, str] | None = None
-        NOTES.clear()
-        yield
+        notes: list[str] = []
+        token = NOTES.set(notes)
+        try:
+            yield
+        finally:
+            NOTES.reset(token)
         mark = case_mark(item)
         status, message = self._outcome or ("passed", "")
-        message = " ".join([*NOTES, message]).strip()
+        message = " ".join([*notes, message]).strip()
         points = float(mark.kwargs["points"])
         self.from_scratch.append(bool(mark.kwargs.get("from_scratch", True)))
         self.dependencies.append(Dependency(bool(mark.kwargs.get("anchor", False)), mark.kwargs.get("requires")))
@@ -232,13 +238,19 @@ def pytest_args(suite: Suite, ini: Path) -> list[str]:
 
 
 def run_suite(
-    session: WorkerSession, suite: Suite, seed: int, extracted: Extracted, scratch: Path, budget: Budget
+    session: WorkerSession,
+    suite: Suite,
+    seed: int,
+    extracted: Extracted,
+    scratch: Path,
+    budget: Budget,
+    judging: Judging,
 ) -> tuple[list[TestResult], list[str]]:
     """Run every case of the suite in this (trusted) process, then apply the forbidden-API policy.
     Returns the results and any collection errors."""
     ini = scratch / "pytest.ini"
     ini.write_text("[pytest]\n")
-    plugin = VitgradePlugin(session, suite, seed, extracted, lambda text: print(text, file=sys.stderr), budget)
+    plugin = VitgradePlugin(session, suite, seed, extracted, lambda text: print(text, file=sys.stderr), budget, judging)
     code = pytest.main(pytest_args(suite, ini), plugins=[plugin])
     if code == pytest.ExitCode.INTERRUPTED:
         raise KeyboardInterrupt  # pytest swallowed it: a partial run must not become a report

@@ -67,7 +67,10 @@ class StudentError(Exception):
         info = self.info
         if info.kind == "missing":
             return f"{info.message}."
-        if info.kind == "not_implemented":
+        if info.kind == "export":
+            text = (f"{self.label} runs, but {info.message}; there, use tensor operations only (no .item(), "
+                    "float(), .tolist(), .numpy() or a Python `if` on a tensor's value)")  # fmt: skip
+        elif info.kind == "not_implemented":
             text = f"{self.label} is not implemented yet (it raises NotImplementedError"
             text += f": {info.message})" if info.message else ")"
         else:
