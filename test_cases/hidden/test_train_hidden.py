@@ -16,7 +16,7 @@ def accuracy(student, seed, suite_config):
     if key not in RUNS:
         s = suite_config["train"]
         images, labels = arrangement_task(int(s["train_images"]), seed=seed)
-        held_out, truth = arrangement_task(int(s["held_out_images"]), seed=seed + 1)
+        held_out, truth = arrangement_task(int(s["held_out_images"]), seed=seed + 1, markers=seed)
         model = student.build("VisionTransformer", *s["model"], seed=seed)
         model.fit(images, labels, steps=int(s["steps"]), batch_size=int(s["batch_size"]), lr=float(s["lr"]),
                   weight_decay=float(s["weight_decay"]), seed=seed)

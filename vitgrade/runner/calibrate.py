@@ -52,10 +52,26 @@ class Calibration:
             out[name] = {
                 "threshold": threshold,
                 "observed_fails": below,
+                "fail_rate_upper_95": round(binomial_upper(below, len(self.accuracies), 0.05), 6),
                 "tail_fit_fail_rate": float(tail),
                 "normal_fit_fail_rate": float(0.5 * math.erfc(z / math.sqrt(2))),
             }
         return out
+
+
+def binomial_upper(fails: int, runs: int, alpha: float) -> float:
+    """The exact (Clopper-Pearson) one-sided upper confidence bound on a failure rate: the largest p
+    under which seeing at most `fails` in `runs` still has probability alpha. No model of the tail:
+    with 0 fails it is 1 - alpha^(1/runs), so proving 1 in 1000 this way takes about 3000 runs."""
+
+    def at_most(p: float) -> float:
+        return sum(math.comb(runs, k) * p**k * (1 - p) ** (runs - k) for k in range(fails + 1))
+
+    low, high = fails / runs, 1.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if at_most(mid) > alpha else (low, mid)
+    return high
 
 
 def one_run(reference: str, settings: dict[str, Any], seed: int) -> float:
@@ -63,7 +79,7 @@ def one_run(reference: str, settings: dict[str, Any], seed: int) -> float:
     torch.set_num_threads(1)
     module = load_module("vitgrade_reference", Path(reference))
     images, labels = arrangement_task(int(settings["train_images"]), seed=seed)
-    held_out, truth = arrangement_task(int(settings["held_out_images"]), seed=seed + 1)
+    held_out, truth = arrangement_task(int(settings["held_out_images"]), seed=seed + 1, markers=seed)
     torch.manual_seed(seed)
     model = module.VisionTransformer(*settings["model"])
     train(model, images, labels, int(settings["steps"]), int(settings["batch_size"]), float(settings["lr"]),
