@@ -225,3 +225,19 @@ def test_changed_options_and_failed_grades_are_graded_again(tmp_path: Path) -> N
 def test_threads_are_explicit_and_capped_by_cores(tmp_path: Path) -> None:
     done = vitgrade("batch", str(tmp_path), "--out", str(tmp_path / "out"), "--jobs", "64", "--threads", "64")
     assert done.returncode == 2 and "more than this machine's" in done.stderr
+
+
+def test_quick_grades_keep_their_reports(tmp_path: Path) -> None:
+    """Malformed submissions are graded in milliseconds, where the forkserver loses a child's exit
+    status now and then (255): the report the child wrote is the result, never "the grading process
+    failed" (before the fix: about 1 grade in 12 here)."""
+    subs = tmp_path / "submissions"
+    subs.mkdir()
+    malformed(subs)
+    out = tmp_path / "out"
+    for _ in range(5):
+        done = vitgrade("batch", str(subs), "--out", str(out), "--suite", "public", "--jobs", "2", "--force")
+        assert done.returncode == 0, done.stderr[-3000:]
+        errors = [json.loads(p.read_text())["error"] for p in (out / "reports").glob("*.json")]
+        assert len(errors) == 6 and not any(e and "grading process failed" in e for e in errors), errors
+        assert not list((out / "reports").glob("*.partial"))

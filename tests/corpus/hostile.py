@@ -36,7 +36,7 @@ ATTACKS = [
     Attack("import_hang", "import", "while True:\n    pass", status="timeout", score=0),
     Attack("forward_hang", "forward", "while True:\n    pass", status="timeout", score=FULL_PUBLIC - 1),
     # Python memory, which the worker allocates as it exports (tensors there are fake until the runner runs them)
-    Attack("memory_bomb", "forward", "hog = bytearray(2**31)", status="oom", score=FULL_PUBLIC - 1),  # address space
+    Attack("memory_bomb", "forward", "hog = bytearray(2**33)", status="oom", score=FULL_PUBLIC - 1),  # address space
     Attack(
         "memory_creep", "forward", 'hog = [b"x" * (1 << 26) for _ in range(200)]', status="oom", score=FULL_PUBLIC - 1
     ),  # cgroup

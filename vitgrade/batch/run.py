@@ -91,7 +91,9 @@ def grade_child(path: str, options_json: str, out: str, log: str) -> None:
     except KeyboardInterrupt:
         print("interrupted: no report was written (the workers were stopped)")
         sys.exit(2)
-    Path(out).write_text(EXPORTERS["native"](report))
+    partial = Path(out).with_suffix(".partial")
+    partial.write_text(EXPORTERS["native"](report))
+    os.replace(partial, out)  # whole or absent: the parent takes a report that exists as the result
 
 
 def budget_report(entry: Entry, sha: str, options: GradeOptions, suite_version: str, reason: str) -> dict:
@@ -127,6 +129,7 @@ def grade_one(
     grade's own budget ends its tests and still writes a report; the kill past budget + grace is
     the backstop for a grade that cannot stop itself, and its error report is retried next run."""
     log = out.with_suffix(".log")
+    out.unlink(missing_ok=True)  # an earlier run's report is not this grade's result
     args = (str(entry.path), options.model_dump_json(), str(out), str(log))
     process = context.Process(target=grade_child, args=args)  # type: ignore[attr-defined]
     process.start()
@@ -138,10 +141,12 @@ def grade_one(
     log.unlink(missing_ok=True)
     if over_budget:
         reason = f"grading took longer than its budget of {options.budget_s:.0f} s"
-    elif process.exitcode != 0 or not out.exists():
-        reason = (lines or ["the grading process failed"])[-1][:300]
-    else:
+    elif out.exists():
+        # The report the child wrote (whole: it is renamed into place) is the result, whatever the exit
+        # status: the forkserver reports 255 for a child that wrote its report and exited 0 within milliseconds.
         return json.loads(out.read_text()), True
+    else:
+        reason = (lines or [f"the grading process failed (exit code {process.exitcode})"])[-1][:300]
     report = budget_report(entry, sha, options, suite_version, reason)
     out.write_text(json.dumps(report, indent=2))
     return report, False
