@@ -234,11 +234,13 @@ class Program:
                 raise ProgramError(f"the program reads {spec.target!r}, which it does not carry")
             defined.add(spec.name)
         ops = []
-        for node in parsed.nodes:
+        last: dict[str, int] = {}  # the index of the last node that reads each value
+        for i, node in enumerate(parsed.nodes):
             ops.append(resolve(node.op, node.where))
             for ref in _refs([node.args, node.kwargs]):
                 if ref not in defined:
                     raise ProgramError(f"{node.name} uses {ref} before it is defined")
+                last[ref] = i
             if node.name in defined:
                 raise ProgramError(f"{node.name} is defined twice")
             defined.add(node.name)
@@ -246,14 +248,8 @@ class Program:
             for ref in _refs(out.value):
                 if ref not in defined:
                     raise ProgramError(f"an output uses {ref}, which is not defined")
-        _check_returns(parsed.returns, sum(o.kind == "output" for o in parsed.outputs), 0)
-        last: dict[str, int] = {}
-        for i, node in enumerate(parsed.nodes):
-            for ref in _refs([node.args, node.kwargs]):
-                last[ref] = i
-        for out in parsed.outputs:
-            for ref in _refs(out.value):
                 last[ref] = len(parsed.nodes)
+        _check_returns(parsed.returns, sum(o.kind == "output" for o in parsed.outputs), 0)
         freed: list[list[str]] = [[] for _ in parsed.nodes]
         for name, i in last.items():
             if i < len(parsed.nodes):
@@ -276,9 +272,6 @@ class Program:
             if name in FORBIDDEN_OPS:
                 found.add((name, node.inside))
         return found
-
-    def state_names(self, kind: str) -> list[str]:
-        return [str(i.target) for i in self.graph.inputs if i.kind == kind]
 
     def check_shapes(self, state: dict[str, torch.Tensor], leaves: list[Any]) -> None:
         """Run on the meta device: every tensor and the total work within bounds, before any real run."""

@@ -91,17 +91,15 @@ class Student:
     def _ask(self, op: str, target: Any, label: str, **fields: Any) -> Any:
         try:
             return self.session.request(op, target, timeout=self.remaining(), limit=self.timeout, label=label, **fields)
-        except WorkerTimeout:
-            if not self.budget_binds:
-                raise
-            self.budget.used_up = True
-            raise BudgetExhausted(self.budget.message()) from None
+        except WorkerTimeout as exc:
+            raise self._timed_out(exc) from None
 
-    def _timed_out(self, label: str) -> Exception:
+    def _timed_out(self, exc: WorkerTimeout) -> Exception:
+        """A test that ran out of time: the grade's budget when that is what ended it, else the test's limit."""
         if self.budget_binds:
             self.budget.used_up = True
             return BudgetExhausted(self.budget.message())
-        return self.session.fail(WorkerTimeout(f"{label} did not finish within the test's {self.timeout:g} s limit"))
+        return exc
 
     def export(
         self, target: Any, label: str, args: tuple[Any, ...], kwargs: dict[str, Any], training: bool | None
@@ -154,7 +152,9 @@ class Student:
         except ProgramError as exc:
             raise GradingFailure(f"{label}: {exc}") from None
         except TimeoutError:
-            raise self._timed_out(label) from None
+            limit = WorkerTimeout(f"{label} did not finish within the test's {self.timeout:g} s limit")
+            self.session.fail(limit)
+            raise self._timed_out(limit) from None
 
     def _result(self, reply: Any) -> Result:
         result = reply.result if isinstance(reply.result, dict) else {"value": reply.result}
@@ -369,7 +369,6 @@ class Trainable:
 
     def __init__(self, module: RemoteModule):
         self.module = module
-        self.params: dict[str, torch.Tensor] = {}
 
     def parameters(self) -> Iterator[torch.Tensor]:
         state = self.module._state()
