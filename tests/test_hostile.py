@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -66,6 +67,22 @@ def scratch_dirs() -> set[str]:
     return {p.name for p in Path("/tmp").glob("vitgrade-*")}
 
 
+CGROUPS = Path("/sys/fs/cgroup")
+
+
+def cgroup_names() -> set[str]:
+    """The workers' cgroups on this host (any grade's)."""
+    return {p.name for controller in ("memory", "pids") for p in (CGROUPS / controller).glob("vitgrade-*")}
+
+
+def running(pid: int) -> bool:
+    """Whether PID is a process that has not exited (a zombie has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def attacked(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("hostile")
@@ -95,7 +112,7 @@ def attacked(tmp_path_factory: pytest.TempPathFactory):
     nan = folder / "nan_flood.py"
     nan.write_text(bug.source().replace("return attention @ v, attention", NAN_FLOOD))
     jobs |= {"honest_bug": (honest, ()), "patched_bug": (patched, ()), "nan_flood": (nan, ())}
-    before = scratch_dirs()
+    before = scratch_dirs(), cgroup_names()
     reports = grade_all(jobs, folder / "reports", cwd=cwd)
     listener.close()
     yield reports, cwd, listener, before
@@ -175,12 +192,58 @@ def test_monkeypatching_the_checker_changes_nothing(attacked) -> None:
 
 
 def test_nothing_survives_grading(attacked) -> None:
-    before = attacked[3]
+    dirs, groups = attacked[3]
     processes = subprocess.run(["ps", "-eo", "uid,args"], capture_output=True, text=True).stdout
     assert DAEMON_SECONDS not in processes
     assert not [line for line in processes.splitlines()[1:] if line.split()[0] == "65534"]
-    assert scratch_dirs() <= before, "a grading temp dir was left behind"
-    assert not [p for p in Path("/sys/fs/cgroup/pids").glob("vitgrade-*")]
+    assert scratch_dirs() <= dirs, "a grading temp dir was left behind"
+    assert cgroup_names() <= groups, "a worker's cgroup was left behind"
+
+
+HANG_AND_FORK = """
+import os, time
+
+
+class PatchEmbedding:  # a class body runs when the worker loads the code
+    if os.fork() == 0:
+        time.sleep(600)
+        os._exit(0)
+    time.sleep(600)
+"""
+
+
+def test_groups_a_killed_grade_left_are_swept(tmp_path: Path) -> None:
+    """A grader killed outright (SIGKILL, a lost session) cannot remove its worker's cgroups, and
+    under `user` what the worker forked outlives it (the worker itself dies with its parent): the
+    next grade finds the groups' owner dead, kills what is still in them and removes them."""
+    need_backend("user")
+    from vitgrade.sandbox import cgroups
+
+    if os.geteuid() != 0 or not cgroups.available():
+        pytest.skip("no writable cgroup v1 here")
+    hang = tmp_path / "hang.py"
+    hang.write_text(HANG_AND_FORK)
+    argv = [sys.executable, "-m", "vitgrade", "grade", str(hang), "--backend", "user", "--json", str(tmp_path / "r.json")]
+    grader = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "VITGRADE_COURSE": str(ROOT)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline, left = time.monotonic() + 60, []
+        while not left and time.monotonic() < deadline:
+            time.sleep(0.2)
+            left = [p for p in (CGROUPS / "pids").glob(f"vitgrade-{grader.pid}-*") if len((p / "cgroup.procs").read_text().split()) > 1]
+        assert left, "the grade never started a worker in a cgroup of its own"
+    finally:
+        grader.kill()
+        grader.wait()
+    time.sleep(0.5)  # the worker's parent-death signal
+    workers = [int(p) for p in (left[0] / "cgroup.procs").read_text().split()]
+    assert any(running(p) for p in workers), "nothing outlived the grader: this test would prove nothing"
+    assert left[0].name in cgroup_names()
+    quick = tmp_path / "quick.py"
+    quick.write_text("x = 1\n")
+    grade(quick, tmp_path / "q.json", "--backend", "local")
+    assert left[0].name not in cgroup_names(), "the dead grade's cgroup is still there"
+    assert not any(running(p) for p in workers), "the dead grade's worker still runs"
 
 
 def zip_bomb(path: Path) -> Path:

@@ -3,6 +3,10 @@
 Each worker gets its own group in the memory and pids hierarchies; every process it starts
 inherits it, so a fork bomb stops at pids.max and a memory bomb is killed by the kernel's OOM
 killer inside the group, which memory.oom_control then reports.
+
+A group is named after the grading process that owns it (pid and start time), so that a group
+left behind by a grade that died without removing it (SIGKILL, a lost machine session) is
+recognised and removed, with anything still in it, when the next grade prepares its backend.
 """
 
 from __future__ import annotations
@@ -29,13 +33,45 @@ def available() -> bool:
     return True
 
 
-def become_subreaper() -> None:
-    """Adopt the worker's orphans (daemons, double forks) instead of leaving them to pid 1,
-    which may never reap them; a zombie keeps its cgroup from being removed."""
+def prepare() -> None:
+    """Before the first worker: adopt the workers' orphans (daemons, double forks) instead of leaving
+    them to pid 1, which may never reap them (a zombie keeps its cgroup from being removed), and
+    remove the groups that dead grades left behind."""
     import ctypes
 
     PR_SET_CHILD_SUBREAPER = 36
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    sweep()
+
+
+def started(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (with its pid, a name no later process reuses)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner(name: str) -> tuple[int, str] | None:
+    """(pid, start time) of the grade that created group NAME, or None for a name not in that form."""
+    parts = name.split("-")
+    if len(parts) != 4 or parts[0] != "vitgrade" or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    return int(parts[1]), parts[2]
+
+
+def sweep() -> list[str]:
+    """Remove the groups whose owning grade has died, killing what is still in them; returns their names.
+    A live owner's groups are never touched, so concurrent grades leave each other alone."""
+    names = {folder.name for controller in CONTROLLERS for folder in (ROOT / controller).glob("vitgrade-*")}
+    swept = []
+    for name in sorted(names):
+        found = owner(name)
+        if found is not None and started(found[0]) != found[1]:
+            Cgroup(name).destroy(patience=5.0)
+            swept.append(name)
+    return swept
 
 
 def reap_orphans() -> None:
@@ -50,17 +86,24 @@ def reap_orphans() -> None:
 
 
 class Cgroup:
-    def __init__(self, memory: int, pids: int):
-        self.name = f"vitgrade-{uuid.uuid4().hex[:12]}"
-        self.dirs = {c: ROOT / c / self.name for c in CONTROLLERS}
-        for folder in self.dirs.values():
+    def __init__(self, name: str):
+        self.name = name
+        self.dirs = {c: ROOT / c / name for c in CONTROLLERS}
+
+    @classmethod
+    def create(cls, memory: int, pids: int) -> Cgroup:
+        """A new group owned by this process, with these limits."""
+        me = os.getpid()
+        group = cls(f"vitgrade-{me}-{started(me)}-{uuid.uuid4().hex[:8]}")
+        for folder in group.dirs.values():
             folder.mkdir()
-        memory_dir = self.dirs["memory"]
+        memory_dir = group.dirs["memory"]
         (memory_dir / "memory.limit_in_bytes").write_text(str(memory))
         swap = memory_dir / "memory.memsw.limit_in_bytes"
         if swap.exists():
             swap.write_text(str(memory))  # memory + swap equal: no escape into swap
-        (self.dirs["pids"] / "pids.max").write_text(str(pids))
+        (group.dirs["pids"] / "pids.max").write_text(str(pids))
+        return group
 
     def join(self) -> None:
         """Move the calling process (a child before exec) into the group."""
@@ -75,12 +118,15 @@ class Cgroup:
         return int((self.dirs["memory"] / "memory.failcnt").read_text()) > 0
 
     def pids(self) -> list[int]:
-        return [int(p) for p in (self.dirs["pids"] / "cgroup.procs").read_text().split()]
+        try:
+            return [int(p) for p in (self.dirs["pids"] / "cgroup.procs").read_text().split()]
+        except FileNotFoundError:  # already removed
+            return []
 
     def destroy(self, patience: float = 30.0) -> None:
         """Kill whatever is left in the group (daemons, double forks, a fork bomb) and remove it.
         A group can only be removed once its last process has fully exited and been reaped:
-        orphans of the worker are re-parented to us (become_subreaper) and reaped here."""
+        orphans of the worker are re-parented to us (prepare) and reaped here."""
         deadline = time.monotonic() + patience
         remaining = dict(self.dirs)
         while remaining and time.monotonic() < deadline:
@@ -93,8 +139,10 @@ class Cgroup:
             for controller, folder in list(remaining.items()):
                 try:
                     folder.rmdir()
-                    del remaining[controller]
-                except OSError:
+                except FileNotFoundError:
                     pass
+                except OSError:
+                    continue
+                del remaining[controller]
             if remaining:
                 time.sleep(0.05)

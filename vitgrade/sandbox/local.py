@@ -92,7 +92,7 @@ class LocalBackend(Backend):
         self.root = os.geteuid() == 0
         self.cgroups = self.root and cgroups.available()
         if self.cgroups:
-            cgroups.become_subreaper()
+            cgroups.prepare()
         if self.bwrap is None or (self.root and self.setpriv is None):
             raise RuntimeError("the local backend needs bubblewrap (apt-get install bubblewrap) and setpriv")
 
@@ -129,7 +129,7 @@ class LocalBackend(Backend):
         return argv
 
     def spawn(self, capture: OutputCapture) -> WorkerProcess:
-        group = cgroups.Cgroup(self.limits.memory, self.limits.pids) if self.cgroups else None
+        group = cgroups.Cgroup.create(self.limits.memory, self.limits.pids) if self.cgroups else None
         argv = [*self.bwrap_argv(), sys.executable, "-I", "-S", "-B", "-c", BOOT, RUNTIME, *python_paths()]
         popen = subprocess.Popen(
             argv,

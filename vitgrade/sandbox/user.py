@@ -44,7 +44,7 @@ class UserBackend(Backend):
             raise RuntimeError(f"the user backend is not usable here: {reason}")
         self.cgroups = cgroups.available()
         if self.cgroups:
-            cgroups.become_subreaper()
+            cgroups.prepare()
         os.chmod(self.scratch, 0o711)  # traversable, not listable
         for folder in [self.runtime, *self.runtime.rglob("*")]:
             if folder.is_dir():
@@ -57,7 +57,7 @@ class UserBackend(Backend):
         os.chown(workdir, UNPRIVILEGED, UNPRIVILEGED)
         unmount = quota.mount_tmpfs(workdir, self.limits.scratch, UNPRIVILEGED)
         self.tmpfs = bool(unmount)
-        group = cgroups.Cgroup(self.limits.memory, self.limits.pids) if self.cgroups else None
+        group = cgroups.Cgroup.create(self.limits.memory, self.limits.pids) if self.cgroups else None
         popen = subprocess.Popen(
             [*setpriv_argv(), *self.worker_argv()],
             stdin=subprocess.PIPE,
