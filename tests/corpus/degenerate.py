@@ -68,6 +68,84 @@ class VisionTransformer(nn.Module):
         tokens = self.mlps(self.patch(x) + self.pos)
         return self.head(tokens.flatten(1))
 '''
+LINEAR_VIT = '''
+class VisionTransformer(nn.Module):
+    """No attention at all: one linear map from the pixels to the logits."""
+
+    def __init__(self, image_size, patch_size, in_channels, embed_dim, num_heads, mlp_dim, num_layers, num_classes, dropout=0.1):
+        super().__init__()
+        self.head = nn.Linear(in_channels * image_size * image_size, num_classes)
+
+    def forward(self, x):
+        return self.head(x.flatten(1))
+'''
+MEAN_POOLED_VIT = '''
+class VisionTransformer(nn.Module):
+    """No attention at all: patches + positions -> per-token MLPs -> mean over tokens -> head."""
+
+    def __init__(self, image_size, patch_size, in_channels, embed_dim, num_heads, mlp_dim, num_layers, num_classes, dropout=0.1):
+        super().__init__()
+        self.patch = PatchEmbedding(image_size, patch_size, in_channels, embed_dim)
+        self.pos = nn.Parameter(torch.randn(1, self.patch.num_patches, embed_dim) * 0.02)
+        self.mlps = nn.ModuleList(nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, embed_dim)) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, x):
+        tokens = self.patch(x) + self.pos
+        for mlp in self.mlps:
+            tokens = tokens + mlp(tokens)
+        return self.head(self.norm(tokens.mean(1)))
+'''
+NO_EFFECT_MHSA = '''
+class MultiHeadSelfAttention(nn.Module):
+    """Identity whose parameters get gradients without changing any value."""
+
+    def __init__(self, embed_dim, num_heads):
+        super().__init__()
+        self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
+        self.out = nn.Linear(embed_dim, embed_dim)
+
+    def forward(self, x, mask=None):
+        unused = sum(p.sum() - p.sum().detach() for p in self.parameters())
+        return x + unused
+'''
+NO_EFFECT_BLOCK = '''
+class TransformerBlock(nn.Module):
+    """Identity whose parameters get gradients without changing any value."""
+
+    def __init__(self, embed_dim, num_heads, mlp_dim, dropout):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(embed_dim), nn.LayerNorm(embed_dim)
+        self.attn = MultiHeadSelfAttention(embed_dim, num_heads)
+        self.mlp = nn.Sequential(nn.Linear(embed_dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, embed_dim))
+
+    def forward(self, x, mask=None):
+        unused = sum(p.sum() - p.sum().detach() for p in self.parameters())
+        return x + unused
+'''
+# Looks for the training task's marker patches as drawn from the seeds a student could guess
+# (the public ones) and answers the quadrant they lie in: worthless once markers come from the
+# grade's hidden seed.
+DETECTOR_VIT = '''
+class VisionTransformer(nn.Module):
+    def __init__(self, image_size, patch_size, in_channels, embed_dim, num_heads, mlp_dim, num_layers, num_classes, dropout=0.1):
+        super().__init__()
+        patterns = [torch.randn(2, in_channels, patch_size, patch_size, generator=torch.Generator().manual_seed(s)).sign()[0] for s in range(100)]
+        self.register_buffer("patterns", torch.stack(patterns).flatten(1))  # (guesses, C*p*p)
+        self.p, self.grid = patch_size, image_size // patch_size
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        patches = x.unfold(2, self.p, self.p).unfold(3, self.p, self.p)  # (B, C, g, g, p, p)
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(B, self.grid * self.grid, -1)
+        match = (patches @ self.patterns.T).amax(-1)  # (B, N): best guess per patch
+        where = match.argmax(-1)
+        row, col = where // self.grid, where % self.grid
+        quadrant = 2 * (row >= self.grid // 2).long() + (col >= self.grid // 2).long()
+        return 10.0 * (torch.arange(self.bias.shape[0]) == quadrant[:, None]).float() + self.bias
+'''
 BLOCKS_NEVER_CALLED = '''
 class VisionTransformer(nn.Module):
     def __init__(self, image_size, patch_size, in_channels, embed_dim, num_heads, mlp_dim, num_layers, num_classes, dropout=0.1):
@@ -125,6 +203,18 @@ _ZEROS = {
     "TransformerBlock": IDENTITY_BLOCK.replace("return x", "return 0 * x"),
     "VisionTransformer": CONSTANT_VIT.replace("self.head.bias.expand", "0 * self.head.bias.expand"),
 }
+# The whole model without attention: queries see only themselves, heads are per-token maps, the
+# ViT pools per-token MLPs. The patch embedding and the block's own wiring (norms, residuals,
+# MLP) are right and earn their units (6 + 5 measured); nothing that needs attention earns.
+_NO_ATTENTION = {
+    "scaled_dot_product_attention": '''
+def scaled_dot_product_attention(q, k, v, mask=None):
+    n = q.shape[-2]
+    return v[..., :n, :] * 1.0, torch.eye(n, k.shape[-2]).expand(*q.shape[:-1], k.shape[-2])
+''',
+    "MultiHeadSelfAttention": IDENTITY_MHSA.replace("return x +", "return self.out(x) +"),
+    "VisionTransformer": MEAN_POOLED_VIT,
+}
 NOT_THE_VIT = ("vit", "train", "policy")  # a fake ViT earns nothing there, whatever else is right
 DEGENERATE = [
     Degenerate("zeros", _ZEROS, 5, ("sdpa", "patch", "mhsa", "block", "vit", "train", "policy")),
@@ -132,4 +222,9 @@ DEGENERATE = [
     Degenerate("constant_logits", {"VisionTransformer": CONSTANT_VIT}, 36, NOT_THE_VIT),
     Degenerate("no_attention_mlp", {"VisionTransformer": MLP_VIT}, 36, NOT_THE_VIT),
     Degenerate("blocks_never_called", {"VisionTransformer": BLOCKS_NEVER_CALLED}, 36, NOT_THE_VIT),
+    Degenerate("linear_on_pixels", {"VisionTransformer": LINEAR_VIT}, 36, NOT_THE_VIT),
+    Degenerate("mean_pooled_per_token_mlp", {"VisionTransformer": MEAN_POOLED_VIT}, 36, NOT_THE_VIT),
+    Degenerate("no_effect_parameters", {"MultiHeadSelfAttention": NO_EFFECT_MHSA, "TransformerBlock": NO_EFFECT_BLOCK}, 30, ("mhsa", "block", "policy")),
+    Degenerate("training_task_detector", {"VisionTransformer": DETECTOR_VIT}, 36, NOT_THE_VIT),
+    Degenerate("no_attention_anywhere", _NO_ATTENTION, 11, ("sdpa", "mask", "mhsa", "vit", "train", "policy")),
 ]
