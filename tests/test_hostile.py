@@ -230,7 +230,7 @@ def test_groups_a_killed_grade_left_are_swept(tmp_path: Path) -> None:
         deadline, left = time.monotonic() + 60, []
         while not left and time.monotonic() < deadline:
             time.sleep(0.2)
-            left = [p for p in (CGROUPS / "pids").glob(f"vitgrade-{grader.pid}-*") if len((p / "cgroup.procs").read_text().split()) > 1]
+            left = [p for p in (CGROUPS / "pids").glob(f"vitgrade-{cgroups.namespace()}-{grader.pid}-*") if len((p / "cgroup.procs").read_text().split()) > 1]
         assert left, "the grade never started a worker in a cgroup of its own"
     finally:
         grader.kill()

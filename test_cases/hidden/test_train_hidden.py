@@ -1,11 +1,12 @@
 """Hidden training check: the grader's loop trains your ViT on a synthetic task whose label
 # vitgrade-sentinel: HIDDEN-7c41e9d2 (planted: must never appear in a report, a log or worker output)
-depends on where a marker patch lies, and the trusted side scores held-out predictions.
+says whether two marker patches carry the same pattern, and the trusted side scores held-out
+predictions.
 Thresholds come from `vitgrade calibrate` (suite.toml [train])."""
 
 import torch
 
-from vitgrade.runner.api import arrangement_task, case, expect
+from vitgrade.runner.api import case, expect, training_check_data
 
 RUNS: dict[tuple[int, int], float] = {}
 
@@ -15,8 +16,7 @@ def accuracy(student, seed, suite_config):
     key = (id(student.session), seed)
     if key not in RUNS:
         s = suite_config["train"]
-        images, labels = arrangement_task(int(s["train_images"]), seed=seed)
-        held_out, truth = arrangement_task(int(s["held_out_images"]), seed=seed + 1, markers=seed)
+        images, labels, held_out, truth = training_check_data(s, seed)
         model = student.build("VisionTransformer", *s["model"], seed=seed)
         model.fit(images, labels, steps=int(s["steps"]), batch_size=int(s["batch_size"]), lr=float(s["lr"]),
                   weight_decay=float(s["weight_decay"]), seed=seed)
@@ -30,8 +30,8 @@ def accuracy(student, seed, suite_config):
 def test_reaches_half_credit_accuracy(student, seed, suite_config):
     """after the grader's short training run, held-out accuracy reaches the half-credit threshold"""
     acc, need = accuracy(student, seed, suite_config), float(suite_config["train"]["half_credit"])
-    expect(acc >= need, f"held-out accuracy {acc:.1%} after training is below {need:.0%} (chance is 25%): "
-                        "check attention, the class token and the positional embeddings")
+    expect(acc >= need, f"held-out accuracy {acc:.1%} after training is below {need:.0%} (chance is 50%): the "
+                        "task needs tokens to attend to each other by content: check attention and the class token")
 
 
 @case(unit="train", points=2, visibility="after_due_date", timeout=60, requires=("vit",))

@@ -124,15 +124,15 @@ class TransformerBlock(nn.Module):
         unused = sum(p.sum() - p.sum().detach() for p in self.parameters())
         return x + unused
 '''
-# Looks for the training task's marker patches as drawn from the seeds a student could guess
-# (the public ones) and answers the quadrant they lie in: worthless once markers come from the
-# grade's hidden seed.
+# Looks for the training task's marker patches among the patterns drawn from seeds a student
+# could guess (the public ones) and answers "same" when the two best matches are one pattern:
+# worthless once the patterns come from the grade's hidden seed.
 DETECTOR_VIT = '''
 class VisionTransformer(nn.Module):
     def __init__(self, image_size, patch_size, in_channels, embed_dim, num_heads, mlp_dim, num_layers, num_classes, dropout=0.1):
         super().__init__()
-        patterns = [torch.randn(2, in_channels, patch_size, patch_size, generator=torch.Generator().manual_seed(s)).sign()[0] for s in range(100)]
-        self.register_buffer("patterns", torch.stack(patterns).flatten(1))  # (guesses, C*p*p)
+        banks = [torch.randn(32, in_channels, patch_size, patch_size, generator=torch.Generator().manual_seed(s)).sign() for s in range(100)]
+        self.register_buffer("patterns", torch.cat(banks).flatten(1))  # (guesses, C*p*p)
         self.p, self.grid = patch_size, image_size // patch_size
         self.bias = nn.Parameter(torch.zeros(num_classes))
 
@@ -140,11 +140,12 @@ class VisionTransformer(nn.Module):
         B, C, H, W = x.shape
         patches = x.unfold(2, self.p, self.p).unfold(3, self.p, self.p)  # (B, C, g, g, p, p)
         patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(B, self.grid * self.grid, -1)
-        match = (patches @ self.patterns.T).amax(-1)  # (B, N): best guess per patch
-        where = match.argmax(-1)
-        row, col = where // self.grid, where % self.grid
-        quadrant = 2 * (row >= self.grid // 2).long() + (col >= self.grid // 2).long()
-        return 10.0 * (torch.arange(self.bias.shape[0]) == quadrant[:, None]).float() + self.bias
+        match = patches @ self.patterns.T  # (B, N, guesses)
+        best, which = match.max(-1)  # (B, N): how well, and which guess, per patch
+        first = best.argmax(-1, keepdim=True)  # the two most marker-like patches
+        second = torch.where(torch.arange(best.shape[1]) == first, -1e9, best).argmax(-1, keepdim=True)
+        same = (which.gather(1, first) == which.gather(1, second)).long()[:, 0]
+        return 10.0 * (torch.arange(self.bias.shape[0]) == same[:, None]).float() + self.bias
 '''
 BLOCKS_NEVER_CALLED = '''
 class VisionTransformer(nn.Module):

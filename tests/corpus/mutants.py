@@ -65,7 +65,7 @@ MUTANTS = [
     Mutant("dropout_in_eval", ("block",), "self.drop(self.attn(self.norm1(x), mask))", "nn.functional.dropout(self.attn(self.norm1(x), mask), 0.5, True)"),
     Mutant("mlp_width_ignored", ("block",), "nn.Linear(embed_dim, mlp_dim),\n            nn.GELU(),\n            nn.Dropout(dropout),\n            nn.Linear(mlp_dim, embed_dim)",
            "nn.Linear(embed_dim, 4 * embed_dim),\n            nn.GELU(),\n            nn.Dropout(dropout),\n            nn.Linear(4 * embed_dim, embed_dim)"),
-    Mutant("no_positional_embedding", ("vit", "train"), "x = self.drop(torch.cat([cls, x], dim=1) + self.pos_embed)", "x = self.drop(torch.cat([cls, x], dim=1))"),
+    Mutant("no_positional_embedding", ("vit",), "x = self.drop(torch.cat([cls, x], dim=1) + self.pos_embed)", "x = self.drop(torch.cat([cls, x], dim=1))"),
     Mutant("mean_pool_not_class_token", ("vit",), "return self.head(self.norm(x[:, 0]))", "return self.head(self.norm(x.mean(dim=1)))"),
     Mutant("probabilities_not_logits", ("vit",), "return self.head(self.norm(x[:, 0]))", "return self.head(self.norm(x[:, 0])).softmax(-1)"),
     Mutant("detach_cuts_gradients", ("vit",), "x = self.patch_embed(x)  # (B, N, D)", "x = self.patch_embed(x).detach()"),

@@ -31,7 +31,7 @@ from .judge import (
 from .policy import forbidden_uses
 from .probes import perturbed, shuffle_patches
 from .student import ModuleInfo, RemoteModule, Result, Student
-from .tasks import arrangement_task
+from .tasks import same_pattern_task, training_check_data
 from .transplant import mhsa_mappings, patch_mappings
 from .transplant import search as search_transplant
 
@@ -40,7 +40,8 @@ __all__ = [
     "VitConfig",
     "block_check",
     "vit_check",
-    "arrangement_task",
+    "same_pattern_task",
+    "training_check_data",
     "cifar",
     "forbidden_uses",
     "mhsa_mappings",

@@ -18,7 +18,7 @@ import torch
 
 from ..training import predict, train
 from .plugin import load_module
-from .tasks import arrangement_task
+from .tasks import training_check_data
 
 
 @dataclass
@@ -78,10 +78,13 @@ def one_run(reference: str, settings: dict[str, Any], seed: int) -> float:
     """One training check of the reference, as the hidden case does it for a student."""
     torch.set_num_threads(1)
     module = load_module("vitgrade_reference", Path(reference))
-    images, labels = arrangement_task(int(settings["train_images"]), seed=seed)
-    held_out, truth = arrangement_task(int(settings["held_out_images"]), seed=seed + 1, markers=seed)
     torch.manual_seed(seed)
-    model = module.VisionTransformer(*settings["model"])
+    return held_out_accuracy(module.VisionTransformer(*settings["model"]), settings, seed)
+
+
+def held_out_accuracy(model: torch.nn.Module, settings: dict[str, Any], seed: int) -> float:
+    """Train MODEL with the grader's loop on the task of SEED and score it on held-out images."""
+    images, labels, held_out, truth = training_check_data(settings, seed)
     train(model, images, labels, int(settings["steps"]), int(settings["batch_size"]), float(settings["lr"]),
           float(settings["weight_decay"]), seed)  # fmt: skip
     return float((predict(model, held_out, 256) == truth).float().mean())

@@ -1,21 +1,30 @@
-"""A built-in, deterministic, synthetic image task for the training check.
+"""A built-in, deterministic, synthetic image task for the training check, which needs attention.
 
-Each image holds two marker patches on a noisy background: the target A and a distractor B, in
-cells of the patch grid with different rows and columns. The label is the quadrant of the image
-that A lies in: 4 classes. A ViT without positional embeddings is exactly invariant to a
-permutation of its patches, so it is stuck at chance. The task alone does not need attention
-(measured: a linear model on the pixels, an MLP stack and a per-token MLP with mean pooling all
-reach 100%), so the training case counts only once the ViT reproduces the reference (its anchor).
+Each image holds two marker patches on a noisy background, at two different cells of the patch
+grid; each marker is one of `patterns` sign patterns. The label says whether the two markers carry
+the same pattern (1) or different ones (0): 2 classes, balanced, chance 50%.
+
+Why it needs attention between tokens: a model whose class scores are a sum over tokens of
+per-token terms (a linear map of the pixels; per-token MLPs with a flatten or mean-pool and a
+linear head) cannot fit it. For two cells i, j and two patterns a, b, such a score difference D
+gives D(a, a) + D(b, b) = D(a, b) + D(b, a), so it cannot be positive on both "same" images and
+negative on both "different" ones. Models that mix tokens without attention (a LayerNorm after
+pooling, an MLP on all pixels, uniform attention) could in principle, and learn it for 2 patterns;
+with 32 patterns they stay near chance in the grader's step budget while the reference ViT
+learns it (measured for `vitgrade calibrate` and in the README). Attention compares the two marker
+tokens by content, so positions do not matter here: the vit unit checks those.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-CLASSES = 4
+PATTERNS = 32
 
 
-def arrangement_task(
+def same_pattern_task(
     count: int,
     seed: int,
     image_size: int = 16,
@@ -23,22 +32,34 @@ def arrangement_task(
     channels: int = 3,
     noise: float = 0.3,
     markers: int | None = None,
+    patterns: int = PATTERNS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images (count, channels, S, S), labels (count,)), the same for the same arguments. The two
-    marker patterns are drawn from `markers` (default: `seed`), so in the hidden check they come
-    from the grade's hidden seed: code cannot look for a marker it could know in advance. Held-out
-    images share the training images' markers and differ in `seed`."""
+    """(images (count, channels, S, S), labels (count,): 1 same pattern, 0 different), the same for
+    the same arguments. The patterns are drawn from `markers` (default: `seed`), so in the hidden
+    check they come from the grade's hidden seed: code cannot look for a pattern it could know in
+    advance. Held-out images share the training images' patterns and differ in `seed`."""
+    if patterns < 2:
+        raise ValueError(f"same_pattern_task needs at least 2 patterns to tell same from different, got {patterns}")
     g = torch.Generator().manual_seed(seed)
     grid = image_size // patch_size
     drawn = torch.Generator().manual_seed(seed if markers is None else markers)
-    pattern = torch.randn(2, channels, patch_size, patch_size, generator=drawn).sign()
+    bank = torch.randn(patterns, channels, patch_size, patch_size, generator=drawn).sign()
     images = noise * torch.randn(count, channels, image_size, image_size, generator=g)
-    rows = torch.stack([torch.randperm(grid, generator=g)[:2] for _ in range(count)])
-    cols = torch.stack([torch.randperm(grid, generator=g)[:2] for _ in range(count)])
+    labels = (torch.arange(count) % 2)[torch.randperm(count, generator=g)]
+    first = torch.randint(0, patterns, (count,), generator=g)
+    shift = torch.randint(1, patterns, (count,), generator=g)  # a different pattern: never 0 apart
+    second = torch.where(labels == 1, first, (first + shift) % patterns)
+    cells = torch.stack([torch.randperm(grid * grid, generator=g)[:2] for _ in range(count)])
     for i in range(count):
-        for m in range(2):
-            r, c = int(rows[i, m]) * patch_size, int(cols[i, m]) * patch_size
-            images[i, :, r : r + patch_size, c : c + patch_size] += pattern[m]
-    half = grid // 2
-    labels = 2 * (rows[:, 0] >= half).long() + (cols[:, 0] >= half).long()
+        for m, which in enumerate((first[i], second[i])):
+            r, c = int(cells[i, m]) // grid * patch_size, int(cells[i, m]) % grid * patch_size
+            images[i, :, r : r + patch_size, c : c + patch_size] += bank[int(which)]
     return images, labels
+
+
+def training_check_data(settings: dict[str, Any], seed: int) -> tuple[torch.Tensor, ...]:
+    """(images, labels, held-out images, held-out labels) of the training check for SEED, with the
+    suite's [train] settings: the hidden case and `vitgrade calibrate` use exactly these."""
+    images, labels = same_pattern_task(int(settings["train_images"]), seed=seed)
+    held_out, truth = same_pattern_task(int(settings["held_out_images"]), seed=seed + 1, markers=seed)
+    return images, labels, held_out, truth

@@ -4,8 +4,8 @@ Each worker gets its own group in the memory and pids hierarchies; every process
 inherits it, so a fork bomb stops at pids.max and a memory bomb is killed by the kernel's OOM
 killer inside the group, which memory.oom_control then reports.
 
-A group is named after the grading process that owns it (pid and start time), so that a group
-left behind by a grade that died without removing it (SIGKILL, a lost machine session) is
+A group is named after the grading process that owns it (PID namespace, pid and start time), so
+that a group left behind by a grade that died without removing it (SIGKILL, a lost machine session) is
 recognised and removed, with anything still in it, when the next grade prepares its backend.
 """
 
@@ -45,33 +45,44 @@ def prepare() -> None:
 
 
 def started(pid: int) -> str | None:
-    """A process's start time in clock ticks since boot (with its pid, a name no later process reuses)."""
+    """A process's start time in clock ticks since boot (with its pid, a name no later process
+    reuses), or None when there is no such process. Other errors (out of file descriptors) raise:
+    they must never make a live grade look dead."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    except (FileNotFoundError, ProcessLookupError):
         return None
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def owner(name: str) -> tuple[int, str] | None:
-    """(pid, start time) of the grade that created group NAME, or None for a name not in that form."""
+def namespace() -> str:
+    """This process's PID namespace: pids name an owner only within it."""
+    return str(os.stat("/proc/self/ns/pid").st_ino)
+
+
+def owner(name: str) -> tuple[str, int, str] | None:
+    """(PID namespace, pid, start time) of the grade that created group NAME, or None for a name
+    not in that form."""
     parts = name.split("-")
-    if len(parts) != 4 or parts[0] != "vitgrade" or not parts[1].isdigit() or not parts[2].isdigit():
+    if len(parts) != 5 or parts[0] != "vitgrade" or not all(p.isdigit() for p in parts[1:4]):
         return None
-    return int(parts[1]), parts[2]
+    return parts[1], int(parts[2]), parts[3]
 
 
-def sweep() -> list[str]:
-    """Remove the groups whose owning grade has died, killing what is still in them; returns their names.
-    A live owner's groups are never touched, so concurrent grades leave each other alone."""
+def sweep() -> None:
+    """Remove the groups whose owning grade has died, killing what is still in them. A live
+    owner's groups, and groups of another PID namespace (whose pids mean nothing here), are never
+    touched, so concurrent grades leave each other alone."""
+    here = namespace()
     names = {folder.name for controller in CONTROLLERS for folder in (ROOT / controller).glob("vitgrade-*")}
-    swept = []
     for name in sorted(names):
         found = owner(name)
-        if found is not None and started(found[0]) != found[1]:
-            Cgroup(name).destroy(patience=5.0)
-            swept.append(name)
-    return swept
+        try:
+            dead = found is not None and found[0] == here and started(found[1]) != found[2]
+        except OSError:
+            continue  # cannot tell: leave it
+        if dead:
+            Cgroup(name).destroy(patience=2.0)
 
 
 def reap_orphans() -> None:
@@ -94,7 +105,7 @@ class Cgroup:
     def create(cls, memory: int, pids: int) -> Cgroup:
         """A new group owned by this process, with these limits."""
         me = os.getpid()
-        group = cls(f"vitgrade-{me}-{started(me)}-{uuid.uuid4().hex[:8]}")
+        group = cls(f"vitgrade-{namespace()}-{me}-{started(me)}-{uuid.uuid4().hex[:8]}")
         for folder in group.dirs.values():
             folder.mkdir()
         memory_dir = group.dirs["memory"]
