@@ -97,33 +97,12 @@ class VisionTransformer(nn.Module):
             tokens = tokens + mlp(tokens)
         return self.head(self.norm(tokens.mean(1)))
 '''
-NO_EFFECT_MHSA = '''
-class MultiHeadSelfAttention(nn.Module):
-    """Identity whose parameters get gradients without changing any value."""
-
-    def __init__(self, embed_dim, num_heads):
-        super().__init__()
-        self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
-        self.out = nn.Linear(embed_dim, embed_dim)
-
-    def forward(self, x, mask=None):
-        unused = sum(p.sum() - p.sum().detach() for p in self.parameters())
-        return x + unused
-'''
-NO_EFFECT_BLOCK = '''
-class TransformerBlock(nn.Module):
-    """Identity whose parameters get gradients without changing any value."""
-
-    def __init__(self, embed_dim, num_heads, mlp_dim, dropout):
-        super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(embed_dim), nn.LayerNorm(embed_dim)
-        self.attn = MultiHeadSelfAttention(embed_dim, num_heads)
-        self.mlp = nn.Sequential(nn.Linear(embed_dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, embed_dim))
-
-    def forward(self, x, mask=None):
-        unused = sum(p.sum() - p.sum().detach() for p in self.parameters())
-        return x + unused
-'''
+# Identities whose parameters get gradients without changing any value.
+NO_EFFECT = "sum(p.sum() - p.sum().detach() for p in self.parameters())"
+NO_EFFECT_MHSA = IDENTITY_MHSA.replace(
+    "0 * (self.qkv.weight.sum() + self.qkv.bias.sum() + self.out.weight.sum() + self.out.bias.sum())", NO_EFFECT
+)
+NO_EFFECT_BLOCK = IDENTITY_BLOCK.replace("return x\n", f"return x + {NO_EFFECT}\n")
 # Looks for the training task's marker patches among the patterns drawn from seeds a student
 # could guess (the public ones) and answers "same" when the two best matches are one pattern:
 # worthless once the patterns come from the grade's hidden seed.
