@@ -37,7 +37,18 @@ def test_the_kit_installs_from_what_it_carries(tmp_path: Path) -> None:
     wheel = next(n for n in names if n.startswith("vitgrade-") and n.endswith(".whl"))
     assert f"pip install {wheel}" in readme and "pip install vitgrade\n" not in readme
     cells = ["".join(c["source"]) for c in template["cells"]]
-    assert any("%pip install -q vitgrade-*.whl" in c and "vitgrade.check_notebook()" in c for c in cells)
+    assert any("%pip install -q vitgrade-*.whl" in c and 'vitgrade.check_notebook(contract="edition")' in c for c in cells)
+    assert "vitgrade check --contract edition HW4-VIT-Student.ipynb" in readme
+
+
+def test_a_course_kit_carries_the_courses_notebook(tmp_path: Path) -> None:
+    with kit(tmp_path, "--contract", "course") as archive:
+        readme = archive.read("README.md").decode()
+        cells = ["".join(c["source"]) for c in json.loads(archive.read("HW4-VIT-Student.ipynb"))["cells"]]
+    assert "vitgrade check --contract course HW4-VIT-Student.ipynb" in readme
+    assert any('vitgrade.check_notebook(contract="course")' in c for c in cells)
+    assert not any("def scaled_dot_product_attention" in c or "mask" in c for c in cells)
+    assert any("def forward(self, x):" in c and "class MultiHeadSelfAttention" in c for c in cells)
 
 
 def test_a_hosted_wheel_url_reaches_the_instructions_and_the_template(tmp_path: Path) -> None:

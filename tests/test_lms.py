@@ -14,6 +14,7 @@ from pathlib import Path
 import jsonschema
 
 from tests.conftest import ROOT, vitgrade
+from tests.corpus.course import SEPARATE
 from tests.corpus.hostile import IMPORT_AT
 from tests.corpus.mutants import REFERENCE
 
@@ -59,6 +60,25 @@ def test_gradescope_bundle_runs_in_a_simulated_autograder(tmp_path: Path, exampl
     assert b"denied" in raw, results["output"][-2000:]
     assert all(s not in raw for s in SENTINELS)
     assert stat.S_IMODE((root / "source" / "test_cases" / "hidden").stat().st_mode) & 0o077 == 0
+
+
+def test_a_course_bundle_grades_the_courses_notebook(tmp_path: Path) -> None:
+    """The contract chosen at build time travels in the bundle: a course notebook gets 50/50 there."""
+    bundle = tmp_path / "autograder.zip"
+    done = vitgrade("gradescope", "build", "--out", str(bundle), "--contract", "course")
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "autograder"
+    with zipfile.ZipFile(bundle) as archive:
+        archive.extractall(root / "source")
+    assert json.loads((root / "source" / "grading.json").read_text()) == {"contract": "course"}
+    (root / "submission").mkdir()
+    (root / "submission" / "hw4_impl.py").write_text(SEPARATE.read_text())
+    env = {**os.environ, "VITGRADE_AUTOGRADER_ROOT": str(root), "VITGRADE_PYTHON": sys.executable, "VITGRADE_BACKEND": "process"}
+    run = subprocess.run(["bash", str(root / "source" / "run_autograder")], capture_output=True, text=True, env=env, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert results["score"] == 50, results["output"]
+    assert not any(t["name"].startswith("sdpa") or "mask" in t["name"] for t in results["tests"])
 
 
 def test_gradescope_run_always_writes_results(tmp_path: Path) -> None:

@@ -8,11 +8,13 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from tests.conftest import ROOT
-from vitgrade.runner.cases import UNITS
+from vitgrade.contract import CONTRACT_UNITS, CONTRACTS
+from vitgrade.runner.cases import UNITS, contract_points
 
 SUITES = ROOT / "test_cases"
 
@@ -74,14 +76,32 @@ def test_the_fixture_check_tells_an_ulp_from_a_stale_fixture() -> None:
     assert [p for p in stale_fixtures(stale) if p.startswith("mhsa/out")]
 
 
+def test_a_suite_names_its_contract(tmp_path: Path) -> None:
+    from vitgrade.runner.suite import SuiteError, resolve
+
+    (tmp_path / "suite.toml").write_text('name = "mine"\ncontract = "course"\n')
+    assert resolve(str(tmp_path)).contract == "course"
+    assert resolve("public").contract == "edition"
+    (tmp_path / "suite.toml").write_text('name = "mine"\ncontract = "courses"\n')
+    with pytest.raises(SuiteError, match="contract"):
+        resolve(str(tmp_path))
+
+
 def test_points_match_the_readme() -> None:
-    rows = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \| (\d+) \|$", (ROOT / "README.md").read_text(), re.M)
-    table = {unit: (int(p), int(h), int(t)) for unit, p, h, t in rows}
+    """Each contract's 50 points, per unit, public and hidden, as the README's table says."""
+    cell = r" (\d+|–)"
+    rows = re.findall(rf"^\| (\w+) \|{cell} \|{cell} \|{cell} \|{cell} \|{cell} \|{cell} \|$", (ROOT / "README.md").read_text(), re.M)
+    table = {unit: tuple(0 if v == "–" else int(v) for v in values) for unit, *values in rows}
     public, hidden = declared_cases(SUITES / "public"), declared_cases(SUITES / "hidden")
-    for unit in UNITS:
-        pub = sum(c["points"] for c in public if c["unit"] == unit)
-        hid = sum(c["points"] for c in hidden if c["unit"] == unit)
-        assert table[unit] == (pub, hid, pub + hid), unit
-    assert sum(c["points"] for c in public + hidden) == 50
+    assert set(table) == set(UNITS)
+    for index, contract in enumerate(CONTRACTS):
+        def points(cases: list[dict], unit: str) -> float:
+            return sum(contract_points(c["unit"], c["points"]).get(contract, 0) for c in cases if c["unit"] == unit)  # noqa: B023
+
+        for unit in UNITS:
+            pub, hid = points(public, unit), points(hidden, unit)
+            assert table[unit][3 * index : 3 * index + 3] == (pub, hid, pub + hid), (contract, unit)
+            assert (pub + hid > 0) == (unit in CONTRACT_UNITS[contract]), (contract, unit)
+        assert sum(points(public + hidden, unit) for unit in UNITS) == 50, contract
     assert {c["visibility"] for c in public} == {"visible"}
     assert {c["visibility"] for c in hidden} == {"after_due_date"}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .contract import Contract
 from .sandbox import BACKENDS
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class GradeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     suite: str = "public"  # public, full, hidden, or a suite folder
+    contract: Contract | None = None  # None: the suite's contract (suite.toml), else edition
     seed: int | None = Field(default=None, ge=0, lt=2**31)  # None: the suite's fixed seed, or a fresh one
     backend: str = "auto"
     threads: int = Field(default=1, ge=1, le=256)  # torch threads, in the worker and on the trusted side

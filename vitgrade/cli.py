@@ -15,6 +15,7 @@ from rich.console import Console
 
 from . import __version__
 from .api import BACKEND_NAMES, DEFAULT_BUDGET_S, GradeOptions
+from .contract import CONTRACTS, Contract
 from .report.export import EXPORTERS
 from .times import parse_iso
 
@@ -56,6 +57,12 @@ PROGRAMS = click.option(
     "programs_dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="store every judged program here, named by the sha256 the report lists",
+)
+CONTRACT = click.option(
+    "--contract",
+    type=click.Choice(CONTRACTS),
+    help="the notebook graded: course (the course's own) or edition (vitgrade's, with an attention function and"
+    " masks); default: the suite's contract, else edition",
 )
 BUDGET = click.option(
     "--budget",
@@ -106,13 +113,14 @@ def main() -> None:
 @main.command()
 @click.argument("notebook", type=click.Path(path_type=Path))
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="also write the JSON report here")
+@CONTRACT
 @BACKEND
 @BUDGET
-def check(notebook: Path, json_path: Path | None, backend: str, budget: float) -> None:
+def check(notebook: Path, json_path: Path | None, contract: Contract | None, backend: str, budget: float) -> None:
     """Run the public tests on NOTEBOOK and print a table with the total."""
     from .report.export import native, print_table
 
-    report = run_grade(notebook, GradeOptions(suite="public", backend=backend, budget_s=budget))
+    report = run_grade(notebook, GradeOptions(suite="public", contract=contract, backend=backend, budget_s=budget))
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)
@@ -130,6 +138,7 @@ def check(notebook: Path, json_path: Path | None, backend: str, budget: float) -
 @click.option("--student", help="the student's id, recorded in the report")
 @click.option("--submitted-at", type=IsoTime(), help="submission time (ISO 8601), for the late penalty")
 @click.option("--due", type=IsoTime(), help="due date (ISO 8601); overrides the suite's [course] due")
+@CONTRACT
 @THREADS
 @BACKEND
 @BUDGET
@@ -138,6 +147,7 @@ def check(notebook: Path, json_path: Path | None, backend: str, budget: float) -
 def grade(
     submission: Path,
     suite: str,
+    contract: Contract | None,
     json_path: Path | None,
     fmt: str,
     seed: int | None,
@@ -153,7 +163,7 @@ def grade(
     """Grade SUBMISSION (.ipynb, .py or the course zip) and emit a JSON score report."""
     from .report.export import EXPORTERS
 
-    options = GradeOptions(suite=suite, seed=seed, backend=backend, threads=threads, student=student,
+    options = GradeOptions(suite=suite, contract=contract, seed=seed, backend=backend, threads=threads, student=student,
                            submitted_at=submitted_at, due=due, budget_s=budget, unverified=unverified,
                            programs_dir=programs_dir)  # fmt: skip
     report = run_grade(submission, options)
@@ -228,8 +238,10 @@ def calibrate(suite: str, seeds: int, first_seed: int, jobs: int, out: Path | No
 @click.option("--force", is_flag=True, help="regrade submissions that are already graded")
 @BACKEND
 @UNVERIFIED
+@CONTRACT
 def batch(submissions: Path, out: Path, suite: str, jobs: int, seed: int | None, due: datetime | None, times: Path | None,
-          budget: float, threads: int, assignment: str, force: bool, backend: str, unverified: bool) -> None:  # fmt: skip
+          budget: float, threads: int, assignment: str, force: bool, backend: str, unverified: bool,
+          contract: Contract | None) -> None:  # fmt: skip
     """Grade every submission in SUBMISSIONS (a folder of files, one folder per student, or a
     Gradescope export) in parallel; write per-student reports and the class's gradebook files,
     and every judged program under OUT/programs (named by the sha256 each report lists).
@@ -247,13 +259,14 @@ def batch(submissions: Path, out: Path, suite: str, jobs: int, seed: int | None,
     from .sandbox import choose
 
     try:
-        version = resolve(suite).version
+        chosen = resolve(suite)
+        version, contract = chosen.version, contract or chosen.contract
         entries = discover(submissions, times)
     except (SuiteError, ValueError) as exc:
         fail(str(exc))
     if not entries:
         fail(f"no submissions found in {submissions}")
-    grading = GradeOptions(suite=suite, seed=seed, backend=choose(backend), threads=threads, due=due, budget_s=budget,
+    grading = GradeOptions(suite=suite, contract=contract, seed=seed, backend=choose(backend), threads=threads, due=due, budget_s=budget,
                            unverified=unverified, programs_dir=out.resolve() / "programs")  # fmt: skip
     options = Options(grading, version, jobs, force)
     reports, graded = run(entries, out, options, context)
@@ -268,12 +281,13 @@ def gradescope_group() -> None:
 
 @gradescope_group.command("build")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("autograder.zip"), show_default=True)
-def gradescope_build(out: Path) -> None:
+@CONTRACT
+def gradescope_build(out: Path, contract: Contract | None) -> None:
     """Write the autograder zip (setup.sh, run_autograder, engine, suites, reference)."""
     from .lms.gradescope import build
     from .runner.suite import course_root
 
-    names = build(course_root(), out)
+    names = build(course_root(), out, contract)
     click.echo(f"wrote {out} ({len(names)} files)")
 
 
@@ -290,10 +304,11 @@ def gradescope_run(root: Path, backend: str) -> None:
 @main.command("student-kit")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("kit.zip"), show_default=True)
 @click.option("--wheel-url", help="where you host the kit's wheel (https://...): the instructions and the template install from it")
-def student_kit(out: Path, wheel_url: str | None) -> None:
-    """Write the student kit: template notebook, vitgrade's wheel, public suite and instructions."""
+@CONTRACT
+def student_kit(out: Path, wheel_url: str | None, contract: Contract | None) -> None:
+    """Write the student kit: the contract's template notebook, vitgrade's wheel, public suite and instructions."""
     from .lms.kit import build
-    from .runner.suite import course_root
+    from .runner.suite import course_root, resolve
 
-    names = build(course_root(), out, wheel_url)
+    names = build(course_root(), out, wheel_url, contract or resolve("public").contract)
     click.echo(f"wrote {out} ({len(names)} files)")

@@ -75,12 +75,16 @@ def locate(path: str | os.PathLike[str] | None, scratch: Path) -> tuple[Path, st
     )
 
 
-def check_notebook(path: str | os.PathLike[str] | None = None, *, timeout: float = 900.0) -> dict[str, Any]:
-    """Run the public tests on this notebook (or on PATH) and print the table; returns the report."""
+def check_notebook(
+    path: str | os.PathLike[str] | None = None, *, contract: str | None = None, timeout: float = 900.0
+) -> dict[str, Any]:
+    """Run the public tests on this notebook (or on PATH) under CONTRACT (course or edition; None:
+    the suite's) and print the table; returns the report."""
     with tempfile.TemporaryDirectory(prefix="vitgrade-check-") as scratch:
         notebook, origin = locate(path, Path(scratch))
         out = Path(scratch) / "report.json"
         command = [sys.executable, "-m", "vitgrade", "check", str(notebook), "--json", str(out), "--backend", "process"]
+        command += ["--contract", contract] if contract else []
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         print(f"Checked: {notebook.name} ({origin})")
         print(done.stdout, end="")

@@ -27,7 +27,7 @@ def test_residual_paths(student, rng):
     )
 
 
-@case(unit="block", points=1, visibility="after_due_date", anchor=True)
+@case(unit="block", points={"edition": 1, "course": 2}, visibility="after_due_date", anchor=True)
 def test_computes_its_parts(student, rng, seed):
     """with fresh weights and inputs, the block computes what its own attention, LayerNorms and MLP give when wired"""
     block_check(student, DIM, HEADS, MLP, torch.randn(3, 7, DIM, generator=rng), seed=seed)
@@ -47,7 +47,7 @@ def test_dropout_only_in_train_mode(student, rng):
     expect(not torch.equal(c, d), "with dropout=0.5 in train mode, two forward passes gave the same output: is the dropout argument used?")
 
 
-@case(unit="block", points=1, visibility="after_due_date")
+@case(unit="block", points={"edition": 1, "course": 2}, visibility="after_due_date")
 def test_gradients_reach_every_parameter(student, rng):
     """a backward pass gives every parameter a non-zero gradient"""
     block = student.build("TransformerBlock", DIM, HEADS, MLP, 0.0, seed=0)

@@ -10,6 +10,7 @@ from vitgrade.runner.api import (
     expect_close,
     expect_shape,
     patch_mappings,
+    patch_token_causes,
     search_transplant,
 )
 
@@ -22,7 +23,8 @@ def test_shapes(student, rng):
     for size, p, c, d in CONFIGS:
         x = torch.randn(2, c, size, size, generator=rng)
         embed = student.build("PatchEmbedding", size, p, c, d, seed=0)
-        expect_shape(embed(x), (2, (size // p) ** 2, d), f"PatchEmbedding({size}, {p}, {c}, {d}) output", describe(x=x))
+        n = (size // p) ** 2
+        expect_shape(embed(x), (2, n, d), f"PatchEmbedding({size}, {p}, {c}, {d}) output", describe(x=x), patch_token_causes(2, n, d))
 
 
 @case(unit="patch", points=1, visibility="after_due_date")
@@ -31,7 +33,7 @@ def test_locality_and_row_major_order(student, rng):
     size, p, c, d = 16, 4, 3, 24
     embed = student.build("PatchEmbedding", size, p, c, d, seed=0)
     x = torch.randn(1, c, size, size, generator=rng)
-    base = expect_shape(embed(x), (1, 16, d), "PatchEmbedding output", describe(x=x))
+    base = expect_shape(embed(x), (1, 16, d), "PatchEmbedding output", describe(x=x), patch_token_causes(1, 16, d))
     for row, col in ((0, 1), (2, 0), (3, 2)):
         changed = x.clone()
         changed[..., row * p : (row + 1) * p, col * p : (col + 1) * p] += torch.randn(c, p, p, generator=rng)

@@ -26,7 +26,7 @@ def accuracy(student, seed, suite_config):
     return RUNS[key]
 
 
-@case(unit="train", points=2, visibility="after_due_date", timeout=60, requires=("vit",))
+@case(unit="train", points={"edition": 2, "course": 3}, visibility="after_due_date", timeout=60, requires=("vit",))
 def test_reaches_half_credit_accuracy(student, seed, suite_config):
     """after the grader's short training run, held-out accuracy reaches the half-credit threshold"""
     acc, need = accuracy(student, seed, suite_config), float(suite_config["train"]["half_credit"])
@@ -34,7 +34,7 @@ def test_reaches_half_credit_accuracy(student, seed, suite_config):
                         "task needs tokens to attend to each other by content: check attention and the class token")
 
 
-@case(unit="train", points=2, visibility="after_due_date", timeout=60, requires=("vit",))
+@case(unit="train", points={"edition": 2, "course": 3}, visibility="after_due_date", timeout=60, requires=("vit",))
 def test_reaches_full_credit_accuracy(student, seed, suite_config):
     """after the grader's short training run, held-out accuracy reaches the full-credit threshold"""
     acc, need = accuracy(student, seed, suite_config), float(suite_config["train"]["full_credit"])

@@ -38,7 +38,7 @@ def test_logits_from_class_token(student, rng):
     expect((a - b).abs().max().item() > 1e-5, "with one block the logits do not depend on the image at all")
 
 
-@case(unit="vit", points=1, visibility="after_due_date", anchor=True)
+@case(unit="vit", points={"edition": 1, "course": 2}, visibility="after_due_date", anchor=True)
 def test_computes_its_parts(student, rng, seed):
     """with fresh weights and images, the logits are what your own parts give when wired as a ViT (3 blocks)"""
     config = VitConfig(24, 6, 3, 24, 3, 40, 3, 9)

@@ -11,13 +11,13 @@ def tokens():
     return torch.randn(2, 9, DIM, generator=torch.Generator().manual_seed(1))
 
 
-@case(unit="block", points=1, anchor=True)
+@case(unit="block", points={"edition": 1, "course": 2}, anchor=True)
 def test_computes_its_parts(student):
     """the block computes x + attention(LayerNorm(x)), then + MLP(LayerNorm(.)), with your own parts (pre- or post-norm)"""
     block_check(student, DIM, HEADS, MLP, tokens(), seed=11)
 
 
-@case(unit="block", points=1)
+@case(unit="block", points={"edition": 1})
 def test_mask_reaches_attention(student):
     """the mask is passed down: tokens that every query must ignore do not change the others"""
     x = tokens()

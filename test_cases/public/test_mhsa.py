@@ -1,6 +1,7 @@
 """Public tests of MultiHeadSelfAttention."""
 
 from vitgrade.runner.api import (
+    attention_mistakes,
     case,
     describe,
     expect,
@@ -20,7 +21,7 @@ def test_shape(student, fixtures):
     expect_shape(attn(x), tuple(x.shape), f"MultiHeadSelfAttention({DIM}, {HEADS}) output", describe(x=x))
 
 
-@case(unit="mhsa", points=1)
+@case(unit="mhsa", points={"edition": 1})
 def test_uses_own_sdpa_per_head(student, fixtures):
     """attention is computed by your own scaled_dot_product_attention, per head"""
     x = fixtures("mhsa")["x"]
@@ -38,7 +39,7 @@ def test_uses_own_sdpa_per_head(student, fixtures):
     )
 
 
-@case(unit="mhsa", points=1, anchor=True)
+@case(unit="mhsa", points={"edition": 1, "course": 2}, anchor=True)
 def test_transplant(student, fixtures):
     """with the reference's q/k/v/output weights, the output equals the reference's"""
     d = fixtures("mhsa")
@@ -52,4 +53,5 @@ def test_transplant(student, fixtures):
         inputs=(d["x"],),
         expected=lambda _: d["out"],
         what=f"MultiHeadSelfAttention({DIM}, {HEADS})",
+        mistakes=attention_mistakes(d["x"], HEADS),
     )

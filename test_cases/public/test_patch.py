@@ -1,7 +1,7 @@
 """Public tests of PatchEmbedding."""
 
 
-from vitgrade.runner.api import case, describe, expect_shape, patch_mappings, search_transplant
+from vitgrade.runner.api import case, describe, expect_shape, patch_mappings, patch_token_causes, search_transplant
 
 
 @case(unit="patch", points=1)
@@ -9,7 +9,7 @@ def test_shape(student, fixtures):
     """(B, C, H, W) -> (B, (H/p)*(W/p), D)"""
     x = fixtures("patch")["x"]
     embed = student.build("PatchEmbedding", 16, 4, 3, 24, seed=0)
-    expect_shape(embed(x), (2, 16, 24), "PatchEmbedding(16, 4, 3, 24) output", describe(x=x))
+    expect_shape(embed(x), (2, 16, 24), "PatchEmbedding(16, 4, 3, 24) output", describe(x=x), patch_token_causes(2, 16, 24))
 
 
 @case(unit="patch", points=1, anchor=True)

@@ -206,5 +206,7 @@ DEGENERATE = [
     Degenerate("mean_pooled_per_token_mlp", {"VisionTransformer": MEAN_POOLED_VIT}, 36, NOT_THE_VIT),
     Degenerate("no_effect_parameters", {"MultiHeadSelfAttention": NO_EFFECT_MHSA, "TransformerBlock": NO_EFFECT_BLOCK}, 30, ("mhsa", "block", "policy")),
     Degenerate("training_task_detector", {"VisionTransformer": DETECTOR_VIT}, 36, NOT_THE_VIT),
-    Degenerate("no_attention_anywhere", _NO_ATTENTION, 11, ("sdpa", "mask", "mhsa", "vit", "train", "policy")),
+    # 12: the patch embedding (6) and the block (6) are correct code; the block's parameters that get no
+    # gradient are the MHSA's, so that failure costs the MHSA, not the block
+    Degenerate("no_attention_anywhere", _NO_ATTENTION, 12, ("sdpa", "mask", "mhsa", "vit", "train", "policy")),
 ]

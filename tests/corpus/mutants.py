@@ -25,11 +25,15 @@ class Mutant:
     units: tuple[str, ...]  # where points must be lost
     old: str
     new: str
+    base: Path = REFERENCE  # the correct code the bug is put into
+    more: tuple[tuple[str, str], ...] = ()  # further (old, new) edits of one bug that spans two places
 
     def source(self) -> str:
-        text = REFERENCE.read_text()
-        assert text.count(self.old) == 1, f"{self.name}: the snippet to replace is not unique in the reference"
-        return text.replace(self.old, self.new)
+        text = self.base.read_text()
+        for old, new in ((self.old, self.new), *self.more):
+            assert text.count(old) == 1, f"{self.name}: the snippet to replace is not unique in {self.base.name}"
+            text = text.replace(old, new)
+        return text
 
     def may_lose(self) -> set[str]:
         return set(self.units).union(*(DEPENDENTS.get(u, set()) for u in self.units))

@@ -33,6 +33,7 @@ from rich.progress import (
 )
 
 from ..api import GradeOptions
+from ..contract import DEFAULT_CONTRACT
 from ..submission import sha256_of
 from .discover import Entry
 
@@ -102,7 +103,7 @@ def budget_report(entry: Entry, sha: str, options: GradeOptions, suite_version: 
         "schema_version": "1.0", "status": "error", "error": reason,
         "submission": {"path": entry.path.name, "sha256": sha, "kind": None, "member": None, "student": entry.student,
                        "submitted_at": entry.submitted_at.isoformat() if entry.submitted_at else None},
-        "suite": {"name": options.suite, "version": suite_version}, "score": 0.0, "max_score": 0.0,
+        "suite": {"name": options.suite, "version": suite_version, "contract": options.contract or DEFAULT_CONTRACT}, "score": 0.0, "max_score": 0.0,
         "tests_score": 0.0, "adjustments": [], "seed": options.seed, "budget_s": options.budget_s,
         "budget_used_up": True, "duration_s": options.budget_s, "environment": None,
         "diagnostics": [], "tests": [], "student_output": {"text": "", "total_bytes": 0, "truncated": False},

@@ -1,9 +1,10 @@
 """The Gradescope autograder bundle, and what runs inside it.
 
 `vitgrade gradescope build` zips setup.sh (pinned installs), run_autograder and the source:
-the engine, both suites and the reference. Inside Gradescope, run_autograder calls
-`vitgrade gradescope run`, which reads /autograder/submission and submission_metadata.json,
-grades with the full suite and writes /autograder/results/results.json. The worker runs as an
+the engine, both suites, the reference and grading.json (the contract chosen at build time).
+Inside Gradescope, run_autograder calls `vitgrade gradescope run`, which reads
+/autograder/submission and submission_metadata.json, grades with the full suite under that
+contract and writes /autograder/results/results.json. The worker runs as an
 unprivileged user and /autograder/source is made unreadable to it (the `user` backend, since
 Gradescope's container has no namespaces; `local` where it does).
 """
@@ -19,10 +20,12 @@ from importlib.metadata import version
 from pathlib import Path
 
 from ..batch.discover import pick
+from ..contract import Contract
 from ..report.export import gradescope
 from ..report.models import Report
 
 SOURCE_ITEMS = ("vitgrade", "reference", "test_cases", "pyproject.toml", "README.md")
+GRADING = "grading.json"  # {"contract": ...}: what the instructor chose when building the bundle
 PINNED = ("torch", "torchvision", "einops", "numpy", "pydantic", "click", "safetensors", "nbformat", "rich", "pytest", "pyyaml")
 
 RUN_AUTOGRADER = """#!/usr/bin/env bash
@@ -48,10 +51,11 @@ python3 -m pip install --no-cache-dir --no-deps /autograder/source
 """
 
 
-def build(course: Path, out: Path) -> list[str]:
-    """Write the bundle zip; returns its member names."""
-    names = []
+def build(course: Path, out: Path, contract: Contract | None = None) -> list[str]:
+    """Write the bundle zip; returns its member names. CONTRACT: None grades with the suites' own."""
+    names = [GRADING]
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(GRADING, json.dumps({"contract": contract}) + "\n")
         for name, text in (("setup.sh", setup_script()), ("run_autograder", RUN_AUTOGRADER)):
             info = zipfile.ZipInfo(name)
             info.external_attr = (stat.S_IFREG | 0o755) << 16
@@ -98,7 +102,10 @@ def run(root: Path, backend: str) -> Path:
     try:
         if submission is None:
             raise FileNotFoundError("no .ipynb, .py or .zip file was submitted")
-        options = GradeOptions(suite="full", backend=backend, student=student, submitted_at=submitted_at, due=due)
+        grading = root / "source" / GRADING  # a bundle written by `build` has it
+        contract = json.loads(grading.read_text())["contract"] if grading.is_file() else None
+        options = GradeOptions(suite="full", contract=contract, backend=backend, student=student,
+                               submitted_at=submitted_at, due=due)  # fmt: skip
         report: Report = grade(submission, options)
         payload = gradescope(report)
     except Exception as exc:  # Gradescope must always get a results.json

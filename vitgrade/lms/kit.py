@@ -14,6 +14,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ..contract import Contract
+
 TEMPLATE = "HW4-VIT-Student.ipynb"
 TEMPLATE_INSTALL = "%pip install -q vitgrade-*.whl"
 
@@ -27,14 +29,14 @@ and installs without replacing the torch you have.
 
     {install}
     import vitgrade
-    vitgrade.check_notebook()
+    vitgrade.check_notebook(contract="{contract}")
 
 In Colab it checks the notebook as it is on screen; in Jupyter and VS Code, save first.
 
 **From a terminal:**
 
     pip install {source}
-    vitgrade check {template}
+    vitgrade check --contract {contract} {template}
 
 The check runs only your imports, classes, functions and hyper-parameter assignments, in a
 separate process; it never runs your data loading or training cells. On your own computer that
@@ -56,6 +58,12 @@ def build_wheel(course: Path, folder: Path) -> Path:
     return next(folder.glob("vitgrade-*.whl"))
 
 
+def template(course: Path, contract: Contract) -> Path:
+    """The contract's template: the course's notebook as handed out, or vitgrade's edition."""
+    folder = course / "student_template"
+    return folder / "course" / TEMPLATE if contract == "course" else folder / TEMPLATE
+
+
 def template_with(install: str, template: Path) -> str:
     """The template, its self-check cell installing from INSTALL (the kit's wheel or a URL)."""
     text = template.read_text()
@@ -69,9 +77,9 @@ def template_with(install: str, template: Path) -> str:
     return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
 
 
-def build(course: Path, out: Path, wheel_url: str | None = None) -> list[str]:
-    """Write the kit zip; returns its member names. WHEEL_URL: where the instructor hosts the
-    same wheel (the kit still carries it)."""
+def build(course: Path, out: Path, wheel_url: str | None, contract: Contract) -> list[str]:
+    """Write the kit zip for CONTRACT; returns its member names. WHEEL_URL: where the instructor
+    hosts the same wheel (the kit still carries it)."""
     names = []
     public = course / "test_cases" / "public"
     with tempfile.TemporaryDirectory() as scratch, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -85,9 +93,9 @@ def build(course: Path, out: Path, wheel_url: str | None = None) -> list[str]:
         )
         hosted = f", also at {wheel_url}" if wheel_url else ""
         readme = INSTRUCTIONS.format(
-            wheel=wheel.name, hosted=hosted, where=where, template=TEMPLATE, install=install, source=source
+            wheel=wheel.name, hosted=hosted, where=where, template=TEMPLATE, install=install, source=source, contract=contract
         )
-        members = [("README.md", readme), (TEMPLATE, template_with(install, course / "student_template" / TEMPLATE))]
+        members = [("README.md", readme), (TEMPLATE, template_with(install, template(course, contract)))]
         for name, text in members:
             archive.writestr(name, text)
             names.append(name)

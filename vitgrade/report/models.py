@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..contract import DEFAULT_CONTRACT, Contract
 from ..protocol import Diagnostic
 from ..text import safe_data
 
@@ -38,6 +39,7 @@ class Adjustment(Strict):
 class SuiteInfo(Strict):
     name: str
     version: str
+    contract: Contract = DEFAULT_CONTRACT  # the notebook graded: vitgrade's edition or the course's own
 
 
 class IsolationInfo(Strict):

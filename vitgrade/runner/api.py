@@ -28,14 +28,22 @@ from .judge import (
     expect_tensors,
     inform,
 )
+from .mistakes import MISTAKES
+from .mistakes import candidates as attention_mistakes
 from .policy import forbidden_uses
-from .probes import perturbed, shuffle_patches
+from .probes import patch_token_causes, perturbed, shuffle_patches
+from .session import StudentError
 from .student import ModuleInfo, RemoteModule, Result, Student
 from .tasks import same_pattern_task, training_check_data
-from .transplant import mhsa_mappings, patch_mappings
+from .transplant import KnownMistake, attention_weights, mhsa_mappings, patch_mappings, reference_attention
 from .transplant import search as search_transplant
 
 __all__ = [
+    "MISTAKES",
+    "KnownMistake",
+    "attention_mistakes",
+    "attention_weights",
+    "reference_attention",
     "UNITS",
     "VitConfig",
     "block_check",
@@ -46,6 +54,7 @@ __all__ = [
     "forbidden_uses",
     "mhsa_mappings",
     "patch_mappings",
+    "patch_token_causes",
     "perturbed",
     "search_transplant",
     "shuffle_patches",
@@ -55,6 +64,7 @@ __all__ = [
     "RemoteModule",
     "Result",
     "Student",
+    "StudentError",
     "case",
     "describe",
     "expect",

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import pytest
 
-UNITS = ("sdpa", "mask", "patch", "mhsa", "block", "vit", "train", "policy")
+from ..contract import CONTRACT_UNITS, UNITS
+
 VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")  # Gradescope's four levels
 Visibility = Literal["hidden", "after_due_date", "after_published", "visible"]
 
 
 def case(
     unit: str,
-    points: float,
+    points: float | Mapping[str, float],
     *,
     name: str | None = None,
     visibility: Visibility = "visible",
@@ -23,6 +25,9 @@ def case(
     requires: tuple[str, ...] | None = None,
 ) -> pytest.MarkDecorator:
     """Mark a test function as a graded case. `name` defaults to the docstring's first line.
+
+points: a number for every contract that has the unit (vitgrade.contract), or points per
+contract, e.g. {"edition": 1, "course": 2}; the case runs only under the contracts it names.
 
     from_scratch: the points are withheld, under the default policy, when the case's unit uses
     an API the homework forbids (see vitgrade.runner.policy).
@@ -35,14 +40,15 @@ def case(
         raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
     if visibility not in VISIBILITIES:
         raise ValueError(f"visibility must be one of {VISIBILITIES}, not {visibility!r}")
-    if points < 0 or timeout <= 0:
+    per_contract = contract_points(unit, points)
+    if min(per_contract.values(), default=0) < 0 or timeout <= 0:
         raise ValueError("points must be >= 0 and timeout > 0")
     unknown = set(requires or ()) - set(UNITS)
     if unknown:
         raise ValueError(f"requires names units that do not exist: {sorted(unknown)}")
     return pytest.mark.vitgrade(
         unit=unit,
-        points=float(points),
+        points=per_contract,
         name=name,
         visibility=visibility,
         timeout=float(timeout),
@@ -50,3 +56,13 @@ def case(
         anchor=anchor,
         requires=tuple(requires) if requires is not None else None,
     )
+
+
+def contract_points(unit: str, points: float | Mapping[str, float]) -> dict[str, float]:
+    """{contract: points} for a case of `unit`; a contract that lacks the unit cannot grade it."""
+    if not isinstance(points, Mapping):
+        return {c: float(points) for c, units in CONTRACT_UNITS.items() if unit in units}
+    wrong = [c for c in points if unit not in CONTRACT_UNITS.get(c, ())]  # type: ignore[call-overload]
+    if wrong:
+        raise ValueError(f"a {unit} case cannot count under {wrong}: contracts and their units are {CONTRACT_UNITS}")
+    return {str(c): float(p) for c, p in points.items()}

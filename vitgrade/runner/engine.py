@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import secrets
 import time
@@ -78,8 +79,9 @@ class Engine:
         submitted_at and due (else the suite's [course] due) drive the late penalty."""
         options = self.options
         suite = resolve(options.suite)
+        suite = dataclasses.replace(suite, contract=options.contract or suite.contract)
         seed = choose_seed(suite, options.seed)
-        suite_info = SuiteInfo(name=suite.name, version=suite.version)
+        suite_info = SuiteInfo(name=suite.name, version=suite.version, contract=suite.contract)
         try:
             extracted = load(self.path)
         except SubmissionError as exc:

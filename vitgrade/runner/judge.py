@@ -60,11 +60,16 @@ def kind_of(value: Any) -> str:
     return "None" if value is None else f"a {type(value).__name__}"
 
 
-def expect_shape(tensor: Any, shape: tuple[int, ...], what: str, fed: str = "") -> torch.Tensor:
+def expect_shape(
+    tensor: Any, shape: tuple[int, ...], what: str, fed: str = "", causes: dict[tuple[int, ...], str] | None = None
+) -> torch.Tensor:
+    """CAUSES: wrong shapes whose usual cause is known, and that cause."""
     tensor = expect_tensor(tensor, what)
     if tuple(tensor.shape) != tuple(shape):
         where = f" for inputs {fed}" if fed else ""
-        raise GradingFailure(f"{what} should have shape {tuple(shape)}{where}; yours has {tuple(tensor.shape)}")
+        cause = (causes or {}).get(tuple(tensor.shape))
+        raise GradingFailure(f"{what} should have shape {tuple(shape)}{where}; yours has {tuple(tensor.shape)}"
+                             + (f": {cause}" if cause else ""))  # fmt: skip
     return tensor
 
 

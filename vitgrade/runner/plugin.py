@@ -152,8 +152,12 @@ class VitgradePlugin:
     def pytest_configure(self, config: pytest.Config) -> None:
         config.addinivalue_line("markers", "vitgrade(unit, points, name, visibility, timeout): a graded case")
 
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        """Every item must be a declared case; run and report them unit by unit."""
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """Every item must be a declared case; only the contract's cases run, unit by unit."""
+        other = [item for item in items if self.suite.contract not in case_mark(item).kwargs["points"]]
+        if other:
+            config.hook.pytest_deselected(items=other)
+            items[:] = [item for item in items if item not in other]
         items.sort(key=lambda item: UNITS.index(case_mark(item).kwargs["unit"]))
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
@@ -173,7 +177,7 @@ class VitgradePlugin:
         mark = case_mark(item)
         status, message = self._outcome or ("passed", "")
         message = " ".join([*notes, message]).strip()
-        points = float(mark.kwargs["points"])
+        points = float(mark.kwargs["points"][self.suite.contract])
         self.from_scratch.append(bool(mark.kwargs.get("from_scratch", True)))
         self.dependencies.append(Dependency(bool(mark.kwargs.get("anchor", False)), mark.kwargs.get("requires")))
         self.results.append(

@@ -14,6 +14,15 @@ def perturbed(state: dict[str, torch.Tensor], seed: int, scale: float = 0.05) ->
     }
 
 
+def patch_token_causes(batch: int, patches: int, dim: int) -> dict[tuple[int, ...], str]:
+    """The known causes of a wrong PatchEmbedding output shape, for expect_shape."""
+    return {
+        (batch, patches + 1, dim): f"{patches} patches and 1 more token: the class token is added inside PatchEmbedding. "
+        "PatchEmbedding returns the patch tokens only; VisionTransformer.forward prepends the class token and adds the "
+        "positions",
+    }
+
+
 def shuffle_patches(x: torch.Tensor, patch: int, order: torch.Tensor) -> torch.Tensor:
     """Rearrange the p x p patches of (B, C, H, W) images: new patch i is old patch order[i]."""
     b, c, h, w = x.shape

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..contract import DEFAULT_CONTRACT, Contract
+
 SUITE_FILE = "suite.toml"
 
 
@@ -62,6 +64,7 @@ class SuiteFile(Section):
     version: str | int = "0"
     seed: int | None = None  # a fixtures-only suite grades with a fixed seed
     reference: str | None = None  # path of the reference solution, relative to the suite folder
+    contract: Contract | None = None  # which notebook is graded (vitgrade.contract); --contract overrides it
     course: CourseSection | None = None
     policy: PolicySection | None = None
     train: TrainSection | None = None
@@ -80,6 +83,7 @@ class Suite:
     reference: Path | None = None  # the reference solution, for suites that compute live
     config: dict[str, Any] = field(default_factory=dict)
     fixed_seed: int | None = None  # a suite with precomputed fixtures grades with a fixed seed
+    contract: Contract = DEFAULT_CONTRACT
 
 
 BUNDLED_PUBLIC = Path(__file__).resolve().parents[1] / "public_suite"  # in an installed wheel
@@ -137,7 +141,7 @@ def resolve(spec: str) -> Suite:
     reference = None
     fixed_seed = None
     for config, config_file in configs:
-        merged.update({k: v for k, v in config.items() if k not in {"name", "version"}})
+        merged.update({k: v for k, v in config.items() if k not in {"name", "version", "contract"}})
         if "reference" in config:
             reference = (config_file.parent / config["reference"]).resolve()
         if "seed" in config:
@@ -153,4 +157,5 @@ def resolve(spec: str) -> Suite:
         reference=reference,
         config=merged,
         fixed_seed=fixed_seed,
+        contract=next((c["contract"] for c, _ in reversed(configs) if "contract" in c), DEFAULT_CONTRACT),
     )

@@ -16,10 +16,12 @@ import itertools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from .judge import GradingFailure
+from .mistakes import MISTAKES
 from .student import ModuleInfo, RemoteModule
 
 ROLE_HINTS = {
@@ -150,6 +152,33 @@ def mhsa_mappings(info: ModuleInfo, dim: int, heads: int) -> Iterator[Mapping]:
             return
 
 
+def attention_weights(dim: int, rng: torch.Generator, scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """Fresh reference weights by role: q, k, v, o, each a (D, D) weight of scale / sqrt(D) and a small bias."""
+    weights = {}
+    for role in "qkvo":
+        weights[f"{role}.weight"] = torch.randn(dim, dim, generator=rng) * scale / dim**0.5
+        weights[f"{role}.bias"] = torch.randn(dim, generator=rng) * 0.1
+    return weights
+
+
+def reference_attention(reference: Any, dim: int, heads: int, x: torch.Tensor) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+    """weights by role -> the reference MHSA's output on x (reference/vit.py fuses q, k, v as `qkv`;
+    its output projection is `out`)."""
+    module = reference.MultiHeadSelfAttention(dim, heads)
+
+    def expected(w: dict[str, torch.Tensor]) -> torch.Tensor:
+        module.load_state_dict({
+            "qkv.weight": torch.cat([w[f"{r}.weight"] for r in "qkv"]),
+            "qkv.bias": torch.cat([w[f"{r}.bias"] for r in "qkv"]),
+            "out.weight": w["o.weight"],
+            "out.bias": w["o.bias"],
+        })  # fmt: skip
+        with torch.no_grad():
+            return module(x)  # type: ignore[no-any-return]
+
+    return expected
+
+
 def describe_pieces(pieces: tuple[tuple[str, int | None], ...]) -> str:
     return "+".join(role if head is None else f"{role}[head {head}]" for role, head in pieces)
 
@@ -214,6 +243,14 @@ def zero_biases(ref: dict[str, torch.Tensor], roles: set[str]) -> dict[str, torc
     return {k: (torch.zeros_like(t) if k.endswith(".bias") and k.split(".")[0] in roles else t) for k, t in ref.items()}
 
 
+class KnownMistake(GradingFailure):
+    """The module reproduces attention with one of vitgrade.runner.mistakes: `name` says which."""
+
+    def __init__(self, message: str, name: str):
+        super().__init__(message)
+        self.name = name
+
+
 def search(
     module: RemoteModule,
     mappings: Iterator[Mapping],
@@ -223,13 +260,16 @@ def search(
     expected: Callable[[dict[str, torch.Tensor]], torch.Tensor],
     what: str,
     atol: float = 1e-4,
+    mistakes: dict[str, Callable[[dict[str, torch.Tensor]], torch.Tensor]] | None = None,
 ) -> str:
     """Try each mapping in the worker (in eval mode: no dropout); return the one that reproduces
-    the reference, else fail."""
+    the reference. Else, where one reproduces one of MISTAKES (weights -> output), raise
+    KnownMistake naming its cause; else fail."""
     module.eval()
     base = module.state_dict()
     shapes = {name: tuple(t.shape) for name, t in base.items()}
     tried, best = 0, (float("inf"), "")
+    outputs: list[tuple[str, dict[str, torch.Tensor], torch.Tensor]] = []
     for mapping in mappings:
         weights = zero_biases(ref, mapping.biasless)
         update = mapping.build(weights, heads, shapes)
@@ -242,6 +282,13 @@ def search(
             if error <= atol:
                 return mapping.description
             best = min(best, (error, mapping.description))
+            outputs.append((mapping.description, weights, actual))
+    for name, mistaken in (mistakes or {}).items():
+        for description, weights, actual in outputs:
+            target = mistaken(weights)
+            if actual.shape == target.shape and float((actual.double() - target.double()).abs().max()) <= atol:
+                raise KnownMistake(f"{what}: {MISTAKES[name].cause} (with the reference's weights loaded as "
+                                   f"{description}, your output is exactly that)", name)  # fmt: skip
     params = ", ".join(f"{n} {tuple(t.shape)}" for n, t in base.items())
     if not tried:
         raise GradingFailure(
