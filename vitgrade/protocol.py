@@ -401,7 +401,6 @@ class Request(BaseModel):
     seed: int | None = None
     grad_inputs: list[int] = Field(default_factory=list)  # which args need gradients
     grad_output: Any = None  # if set: backward(grad_output) after the call
-    trace: bool = False  # record calls to the student's scaled_dot_product_attention
     training: bool | None = None  # export: the module's mode while it is captured
 
 
@@ -418,14 +417,6 @@ class WorkerErrorInfo(BaseModel):
     where: str = Field(default="", max_length=1000)
 
 
-class SdpaCall(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    q: list[int]
-    k: list[int]
-    v: list[int]
-    mask: list[int] | None = None
-
-
 class Reply(BaseModel):
     """The worker's answer to one request. Its result's schema depends on the op: see check_reply."""
 
@@ -435,7 +426,6 @@ class Reply(BaseModel):
     ok: bool
     result: Any = None
     error: WorkerErrorInfo | None = None
-    trace: list[SdpaCall] = Field(default_factory=list, max_length=10000)
     forbidden: list[ForbiddenApi] = Field(default_factory=list, max_length=len(FORBIDDEN_APIS))
 
     @model_validator(mode="after")

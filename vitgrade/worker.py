@@ -39,7 +39,6 @@ from .protocol import (
     Ready,
     Reply,
     Request,
-    SdpaCall,
     WorkerErrorInfo,
     check_result,
     decode,
@@ -52,7 +51,6 @@ from .protocol import (
 )
 from .training import train
 
-SDPA = "scaled_dot_product_attention"
 OOM_MARKERS = ("can't allocate memory", "DefaultCPUAllocator", "out of memory")
 
 
@@ -97,7 +95,6 @@ class Worker:
         sys.modules["submission"] = module
         self.ns: dict[str, Any] = module.__dict__
         self.handles: dict[int, Any] = {}
-        self.trace: list[SdpaCall] = []
         self.forbidden: set[ForbiddenApi] = set()
         self.watch_forbidden()
 
@@ -234,7 +231,7 @@ class Worker:
             args[i] = args[i].detach().clone().requires_grad_(True)
         if module is not None and req.grad_output is not None:
             module.zero_grad(set_to_none=True)
-        with self.tracing(req.trace), torch.set_grad_enabled(req.grad_output is not None or bool(req.grad_inputs)):
+        with torch.set_grad_enabled(req.grad_output is not None or bool(req.grad_inputs)):
             value = call_student(fn, args, req.kwargs)
         if req.grad_output is None:
             return {"value": value}
@@ -245,42 +242,12 @@ class Worker:
             result["param_grads"] = {n: p.grad for n, p in module.named_parameters()}
         return result
 
-    def tracing(self, enabled: bool) -> Any:
-        """Wrap the student's own scaled_dot_product_attention to record the shapes it is given."""
-        worker = self
-
-        class Tracer:
-            def __enter__(self) -> None:
-                self.original = worker.ns.get(SDPA)
-                if enabled and callable(self.original):
-                    original = self.original
-
-                    def traced(q: Any, k: Any, v: Any, mask: Any = None, *rest: Any, **kw: Any) -> Any:
-                        worker.trace.append(
-                            SdpaCall(
-                                q=list(shape_of(q)),
-                                k=list(shape_of(k)),
-                                v=list(shape_of(v)),
-                                mask=None if mask is None else list(shape_of(mask)),
-                            )
-                        )
-                        return original(q, k, v, mask, *rest, **kw)
-
-                    worker.ns[SDPA] = traced
-
-            def __exit__(self, *exc: Any) -> None:
-                if enabled and self.original is not None:
-                    worker.ns[SDPA] = self.original
-
-        return Tracer()
-
     # ------------------------------------------------------------ the loop
 
     def serve(self) -> None:
         while True:
             header, tensors = self.reader.read()
             raw = decode(header, tensors)
-            self.trace = []
             self.forbidden = set()
             try:
                 req = Request.model_validate(raw)
@@ -297,7 +264,6 @@ class Worker:
                     id=req.id,
                     ok=True,
                     result=result,
-                    trace=self.trace[:10000],
                     forbidden=sorted(self.forbidden),
                 )
             except BaseException as exc:  # SystemExit and KeyboardInterrupt from student code too
@@ -306,7 +272,6 @@ class Worker:
                     id=req.id,
                     ok=False,
                     error=error_info(exc),
-                    trace=self.trace[:10000],
                     forbidden=sorted(self.forbidden),
                 )
             self.send(reply, req.op)
@@ -452,10 +417,6 @@ def load_checkpoint(model: Any, data: torch.Tensor) -> dict[str, Any]:
             state = state[key]
     result = model.load_state_dict(state, strict=True)
     return {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys)}
-
-
-def shape_of(x: Any) -> tuple[int, ...]:
-    return tuple(x.shape) if isinstance(x, torch.Tensor) else ()
 
 
 def describe(obj: Any) -> dict[str, Any]:

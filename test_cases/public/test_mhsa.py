@@ -4,9 +4,9 @@ from vitgrade.runner.api import (
     attention_mistakes,
     case,
     describe,
-    expect,
     expect_shape,
     mhsa_mappings,
+    own_attention,
     search_transplant,
 )
 
@@ -24,18 +24,18 @@ def test_shape(student, fixtures):
 @case(unit="mhsa", points={"edition": 1})
 def test_uses_own_sdpa_per_head(student, fixtures):
     """attention is computed by your own scaled_dot_product_attention, per head"""
-    x = fixtures("mhsa")["x"]
+    d = fixtures("mhsa")
     attn = student.build("MultiHeadSelfAttention", DIM, HEADS, seed=0)
-    calls = attn.forward(x, trace=True).sdpa_calls
-    expect(calls != [], "MultiHeadSelfAttention.forward must call your scaled_dot_product_attention; it did not")
-    head_dim = DIM // HEADS
-    shapes = [tuple(c["q"]) for c in calls]
-    batched = len(calls) == 1 and shapes[0] == (2, HEADS, 9, head_dim)
-    per_head = len(calls) == HEADS and all(s == (2, 9, head_dim) for s in shapes)
-    expect(
-        batched or per_head,
-        f"scaled_dot_product_attention should get per-head q of shape (B, heads, N, D/heads) = (2, {HEADS}, 9, "
-        f"{head_dim}) in one call, or (B, N, D/heads) in {HEADS} calls; yours got {shapes} for x {tuple(x.shape)}",
+    search_transplant(
+        attn,
+        mhsa_mappings(attn.info(), DIM, HEADS),
+        {k: v for k, v in d.items() if k[0] in "qkvo" and "." in k},
+        heads=HEADS,
+        inputs=(d["x"],),
+        expected=own_attention(student, d["x"], HEADS),
+        what=f"MultiHeadSelfAttention({DIM}, {HEADS})",
+        goal=f"the heads computed by your own scaled_dot_product_attention on q, k, v of shape (B, heads, N, D/heads) = "
+        f"(2, {HEADS}, 9, {DIM // HEADS}) (does forward call it, once on all heads or once per head?)",
     )
 
 

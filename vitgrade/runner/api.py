@@ -17,7 +17,7 @@ suites that declare one.
 
 from . import cifar
 from .cases import UNITS, VISIBILITIES, case
-from .composite import VitConfig, block_check, vit_check
+from .composite import VitConfig, block_check, own_attention, vit_check
 from .judge import (
     GradingFailure,
     describe,
@@ -47,6 +47,7 @@ __all__ = [
     "UNITS",
     "VitConfig",
     "block_check",
+    "own_attention",
     "vit_check",
     "same_pattern_task",
     "training_check_data",

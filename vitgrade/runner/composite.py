@@ -1,5 +1,6 @@
 """Anchors for the composite units: a TransformerBlock (or a VisionTransformer) must compute what
-its own parts compute when wired as the homework says.
+its own parts compute when wired as the homework says; and, in the edition, an MHSA must compute
+its heads with the student's own attention function.
 
 The trusted side reads the module's structure (which submodule is the student's
 MultiHeadSelfAttention, PatchEmbedding or TransformerBlock, which parameters are LayerNorms, MLP,
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .judge import GradingFailure, describe
+from .judge import GradingFailure, describe, expect_tensors
+from .mistakes import project
 from .probes import perturbed
 from .student import ModuleInfo, RemoteModule, Student
 
@@ -126,6 +128,19 @@ def block_wirings(
             h = n1(x + attended)
             out[f"post-norm, {act_name}{order}"] = n2(h + mlp(h))
     return out
+
+
+def own_attention(student: Student, x: torch.Tensor, heads: int) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+    """weights by role -> MHSA on x computed here from those projections and the program of the
+    student's own scaled_dot_product_attention, on per-head q, k, v (B, heads, N, D / heads)."""
+    B, N, D = x.shape
+
+    def expected(weights: dict[str, torch.Tensor]) -> torch.Tensor:
+        q, k, v = (project(x, weights, r).reshape(B, N, heads, D // heads).transpose(1, 2) for r in "qkv")
+        out, _ = expect_tensors(student.call("scaled_dot_product_attention", q, k, v).value, 2, "scaled_dot_product_attention(q, k, v)")
+        return project(out.transpose(1, 2).reshape(B, N, D), weights, "o")
+
+    return expected
 
 
 def block_check(student: Student, dim: int, heads: int, hidden: int, x: torch.Tensor, seed: int) -> None:

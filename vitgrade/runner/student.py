@@ -5,7 +5,7 @@ crosses: names, tensors and numbers go out, programs and tensors come back. A ca
 is answered by a program: the worker exports what was named for these inputs (vitgrade.program)
 and the runner executes it with its own copy of the weights, its own inputs and seeds, and
 computes gradients and trains it itself. The worker's word is taken only for structure (names
-and shapes of parameters, and the attention trace of `trace=True` calls).
+and shapes of parameters).
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ class Result:
     value: Any
     input_grads: list[torch.Tensor | None] = field(default_factory=list)
     param_grads: dict[str, torch.Tensor | None] = field(default_factory=dict)
-    sdpa_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -162,7 +161,6 @@ class Student:
             value=result.get("value"),
             input_grads=list(result.get("input_grads") or []),
             param_grads=dict(result.get("param_grads") or {}),
-            sdpa_calls=[call.model_dump() for call in reply.trace],
         )
 
     def call(
@@ -172,17 +170,14 @@ class Student:
         grad_inputs: tuple[int, ...] = (),
         grad_output: Any = None,
         seed: int | None = None,
-        trace: bool = False,
         **kwargs: Any,
     ) -> Result:
         """Call a top-level function of the submission, optionally backward through it."""
-        if trace:
-            return self._invoke("call", name, name, args, kwargs, grad_inputs, grad_output, seed, trace)
         key = (name, signature(args, kwargs))
         if key not in self.programs:
             program = self.export(name, name, args, kwargs, None)
             if program is None:
-                return self._invoke("call", name, name, args, kwargs, grad_inputs, grad_output, seed, trace)
+                return self._invoke("call", name, name, args, kwargs, grad_inputs, grad_output, seed)
             self.programs[key] = program
         program = self.programs[key]
         return run_with_grads(self, program, name, dict(program.tensors), set(), args, kwargs, grad_inputs, grad_output, seed)
@@ -197,10 +192,9 @@ class Student:
         grad_inputs: tuple[int, ...],
         grad_output: Any,
         seed: int | None,
-        trace: bool,
     ) -> Result:
-        """A call or forward: inputs out; the value, gradients and attention trace back."""
-        fields = dict(grad_inputs=list(grad_inputs), grad_output=grad_output, seed=seed, trace=trace)
+        """A call or forward answered by the worker: inputs out; the value and gradients back."""
+        fields = dict(grad_inputs=list(grad_inputs), grad_output=grad_output, seed=seed)
         return self._result(self._ask(op, target, label, args=list(args), kwargs=kwargs, **fields))
 
     def value(self, name: str) -> Any:
@@ -265,7 +259,7 @@ class RemoteModule:
         """One forward on the runner's weights; buffers the forward writes are kept."""
         program = self.program(args, kwargs)
         if program is None:
-            return self.in_worker(args, kwargs, (), None, seed, False).value
+            return self.in_worker(args, kwargs, (), None, seed).value
         value, written = self.student.execute(
             program, f"{self.cls}.forward", {**self.extra, **self._state()}, args, kwargs, seed, grad
         )
@@ -280,13 +274,12 @@ class RemoteModule:
         grad_inputs: tuple[int, ...] = (),
         grad_output: Any = None,
         seed: int | None = None,
-        trace: bool = False,
         **kwargs: Any,
     ) -> Result:
         label = f"{self.cls}.forward"
-        program = None if trace else self.program(args, kwargs)
+        program = self.program(args, kwargs)
         if program is None:
-            return self.in_worker(args, kwargs, grad_inputs, grad_output, seed, trace)
+            return self.in_worker(args, kwargs, grad_inputs, grad_output, seed)
         state = {**self.extra, **self._state()}
         return run_with_grads(self.student, program, label, state, self.parameters, args, kwargs, grad_inputs, grad_output, seed)
 
@@ -306,13 +299,12 @@ class RemoteModule:
         grad_inputs: tuple[int, ...],
         grad_output: Any,
         seed: int | None,
-        trace: bool,
     ) -> Result:
-        """A forward run by the worker on the runner's weights and mode: the attention trace (structure
-        only), or code the instructor allowed to run unverified."""
+        """A forward run by the worker on the runner's weights and mode: code the instructor allowed
+        to run unverified."""
         self.sync()
         label = f"{self.cls}.forward"
-        return self.student._invoke("forward", self.handle, label, args, kwargs, grad_inputs, grad_output, seed, trace)
+        return self.student._invoke("forward", self.handle, label, args, kwargs, grad_inputs, grad_output, seed)
 
     def info(self) -> ModuleInfo:
         raw = self.student._ask("params", self.handle, self.cls).result

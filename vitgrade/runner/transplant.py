@@ -261,9 +261,10 @@ def search(
     what: str,
     atol: float = 1e-4,
     mistakes: dict[str, Callable[[dict[str, torch.Tensor]], torch.Tensor]] | None = None,
+    goal: str = "the reference output",
 ) -> str:
     """Try each mapping in the worker (in eval mode: no dropout); return the one that reproduces
-    the reference. Else, where one reproduces one of MISTAKES (weights -> output), raise
+    `expected` (GOAL, in messages). Else, where one reproduces one of MISTAKES (weights -> output), raise
     KnownMistake naming its cause; else fail."""
     module.eval()
     base = module.state_dict()
@@ -297,5 +298,5 @@ def search(
     closest = f"; the closest ({best[1]}) is off by up to {best[0]:.3g}" if best[1] else ""
     raise GradingFailure(
         f"{what}: loading the reference weights into your parameters ({params}) in any of the {tried} "
-        f"layouts they allow does not reproduce the reference output{closest}"
+        f"layouts they allow does not reproduce {goal}{closest}"
     )
