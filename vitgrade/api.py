@@ -45,7 +45,9 @@ class GradeOptions(BaseModel):
     # Code that runs but cannot be captured as a program is judged on the worker's word (the report
     # then says its verdicts are unverified); off by default, an instructor's choice per submission.
     unverified: bool = False
-    programs_dir: Path | None = None  # store every judged program here, by its sha256 (named in the report)
+    programs_dir: Path | None = None  # store every judged program here, by its sha256 (named in the report),
+    # and what the worker answered (<submission sha256>.transcript)
+    replay: Path | None = None  # a programs_dir: judge from the recorded answers there, running no student code
 
     @field_validator("backend")
     @classmethod

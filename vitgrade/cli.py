@@ -58,6 +58,12 @@ PROGRAMS = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     help="store every judged program here, named by the sha256 the report lists",
 )
+REPLAY = click.option(
+    "--replay",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="a --programs folder: regrade from what each submission's code answered when it was graded there,"
+    " running no student code (for a changed suite; a check that needs a new answer says so)",
+)
 CONTRACT = click.option(
     "--contract",
     type=click.Choice(CONTRACTS),
@@ -144,6 +150,7 @@ def check(notebook: Path, json_path: Path | None, contract: Contract | None, bac
 @BUDGET
 @UNVERIFIED
 @PROGRAMS
+@REPLAY
 def grade(
     submission: Path,
     suite: str,
@@ -159,13 +166,14 @@ def grade(
     budget: float,
     unverified: bool,
     programs_dir: Path | None,
+    replay: Path | None,
 ) -> None:
     """Grade SUBMISSION (.ipynb, .py or the course zip) and emit a JSON score report."""
     from .report.export import EXPORTERS
 
     options = GradeOptions(suite=suite, contract=contract, seed=seed, backend=backend, threads=threads, student=student,
                            submitted_at=submitted_at, due=due, budget_s=budget, unverified=unverified,
-                           programs_dir=programs_dir)  # fmt: skip
+                           programs_dir=programs_dir, replay=replay)  # fmt: skip
     report = run_grade(submission, options)
     text = EXPORTERS[fmt](report)
     if json_path:
@@ -239,9 +247,10 @@ def calibrate(suite: str, seeds: int, first_seed: int, jobs: int, out: Path | No
 @BACKEND
 @UNVERIFIED
 @CONTRACT
+@REPLAY
 def batch(submissions: Path, out: Path, suite: str, jobs: int, seed: int | None, due: datetime | None, times: Path | None,
           budget: float, threads: int, assignment: str, force: bool, backend: str, unverified: bool,
-          contract: Contract | None) -> None:  # fmt: skip
+          contract: Contract | None, replay: Path | None) -> None:  # fmt: skip
     """Grade every submission in SUBMISSIONS (a folder of files, one folder per student, or a
     Gradescope export) in parallel; write per-student reports and the class's gradebook files,
     and every judged program under OUT/programs (named by the sha256 each report lists).
@@ -267,7 +276,8 @@ def batch(submissions: Path, out: Path, suite: str, jobs: int, seed: int | None,
     if not entries:
         fail(f"no submissions found in {submissions}")
     grading = GradeOptions(suite=suite, contract=contract, seed=seed, backend=choose(backend), threads=threads, due=due, budget_s=budget,
-                           unverified=unverified, programs_dir=out.resolve() / "programs")  # fmt: skip
+                           unverified=unverified, programs_dir=out.resolve() / "programs",
+                           replay=replay.resolve() if replay else None)  # fmt: skip
     options = Options(grading, version, jobs, force)
     reports, graded = run(entries, out, options, context)
     summary = export_all(reports, out, assignment, max((r["max_score"] for r in reports.values()), default=50.0) or 50.0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import platform
 import secrets
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,13 +22,15 @@ from ..report.models import (
     SubmissionInfo,
     SuiteInfo,
 )
-from ..sandbox import Limits, make_backend
+from ..sandbox import Isolation, Limits, make_backend
 from ..submission import SubmissionError, load
 from .budget import Budget
 from .course import adjustments, apply, parse_time
 from .judging import Judging
-from .session import WorkerSession
+from .session import ReplaySession, WorkerSession
 from .suite import Suite, SuiteError, resolve
+from .transcript import SUFFIX, Transcript
+from .transcript import load as load_transcript
 
 if TYPE_CHECKING:
     from ..api import GradeOptions
@@ -42,6 +46,14 @@ def environment(isolation: IsolationInfo | None) -> Environment:
         vitgrade=__version__,
         isolation=isolation,
     )
+
+
+REPLAYED = Isolation(backend="replay", network="none (no worker)", filesystem="none (no worker)", user="none (no worker)")
+
+
+def protected(suite: Suite) -> list[Path]:
+    """What a worker that shares the host's filesystem must not read: the suite and the reference."""
+    return [*suite.dirs, *([suite.reference.parent] if suite.reference else [])]
 
 
 def choose_seed(suite: Suite, seed: int | None) -> int:
@@ -86,10 +98,17 @@ class Engine:
             extracted = load(self.path)
         except SubmissionError as exc:
             return self.error_report(suite_info, seed, str(exc))
-        protected = [*suite.dirs, *([suite.reference.parent] if suite.reference else [])]
-        sandbox = make_backend(options.backend, Limits(threads=options.threads), protected)
-        session = WorkerSession(sandbox, extracted.chunks)
         judging = Judging(allow_unverified=options.unverified, store=options.programs_dir)
+        recorded = options.replay / f"{extracted.sha256}{SUFFIX}" if options.replay is not None else None
+        if recorded is not None and not recorded.is_file():
+            return self.error_report(suite_info, seed, f"no recorded grade of this submission in {options.replay} "
+                                     f"(grade it once with --programs {options.replay})")  # fmt: skip
+        sandbox = None if recorded else make_backend(options.backend, Limits(threads=options.threads), protected(suite))
+        scratch = Path(tempfile.mkdtemp(prefix="vitgrade-")) if sandbox is None else sandbox.scratch
+        if recorded is not None:
+            session: WorkerSession = ReplaySession(load_transcript(recorded))
+        else:
+            session = WorkerSession(sandbox, extracted.chunks, transcript=Transcript() if options.programs_dir else None)
         session.spawn()
         try:
             # Only now torch, pytest and the suite's helpers: these imports overlap the worker's own.
@@ -97,21 +116,30 @@ class Engine:
 
             from .plugin import run_suite
 
-            torch.set_num_threads(sandbox.limits.threads)
-            results, collect_errors = run_suite(session, suite, seed, extracted, sandbox.scratch, self.budget, judging)
+            torch.set_num_threads(options.threads)
+            results, collect_errors = run_suite(session, suite, seed, extracted, scratch, self.budget, judging)
         finally:
             session.stop()
-            sandbox.close()
+            if sandbox is not None:
+                sandbox.close()
+            else:
+                shutil.rmtree(scratch, ignore_errors=True)
+        if session.transcript is not None and options.programs_dir is not None:
+            session.transcript.save(options.programs_dir / f"{extracted.sha256}{SUFFIX}")
         if collect_errors:
             raise SuiteError(f"the suite could not be collected: {collect_errors[0]}")
         diagnostics = list(extracted.diagnostics)
         if session.ready is not None:
             diagnostics += session.ready.diagnostics
         diagnostics += [Diagnostic(where="worker", action="note", reason=event[:2000]) for event in session.events]
+        if recorded is not None:
+            diagnostics.append(Diagnostic(where="grader", action="note", reason=(
+                f"replayed: judged on what your code answered when it was graded ({recorded.name}); no code of "
+                "this submission ran now, and its printed output is not shown again")))  # fmt: skip
         if judging.unverified:
             reason = "unverified: judged on the worker's word, not on a program (it cannot be captured): "
             diagnostics.append(Diagnostic(where="grader", action="note", reason=reason + ", ".join(sorted(judging.unverified))))
-        iso = sandbox.isolation()
+        iso = sandbox.isolation() if sandbox is not None else REPLAYED
         tests_score = round(sum(r.score for r in results), 4)
         course = suite.config.get("course", {})
         due = options.due or parse_time(course.get("due"))

@@ -34,6 +34,8 @@ from ..protocol import (
 )
 from ..sandbox import Backend, OutputCapture, WorkerProcess
 from ..submission import Chunk
+from .transcript import Transcript
+from .transcript import key as transcript_key
 
 
 class WorkerFailure(Exception):
@@ -102,8 +104,17 @@ def describe_exit(code: int | None) -> str:
 class WorkerSession:
     """One submission's worker, restarted on demand after a kill."""
 
-    def __init__(self, backend: Backend, program: list[Chunk], startup_timeout: float = 30.0, max_starts: int = 8):
-        self.backend = backend
+    def __init__(
+        self,
+        backend: Backend | None,
+        program: list[Chunk],
+        startup_timeout: float = 30.0,
+        max_starts: int = 8,
+        transcript: Transcript | None = None,
+    ):
+        self.backend = backend  # None: nothing is started (a replay)
+        self.transcript = transcript  # where every outcome is recorded, for a later replay
+        self.keyed = transcript is not None  # instructions get a transcript key
         self.program = [{"where": c.where, "source": c.source} for c in program]
         self.startup_timeout = startup_timeout
         self.max_starts = max_starts
@@ -131,6 +142,7 @@ class WorkerSession:
             self.dead = self.fail(WorkerCrashed(f"gave up after {self.starts} worker starts"))
             return
         self.starts += 1
+        assert self.backend is not None
         self.proc = self.backend.spawn(self.output)
         self.reader = FrameReader(self.proc.recv_fd)
         self.loaded = False
@@ -157,6 +169,8 @@ class WorkerSession:
             header, tensors = self.reader.read(self.load_deadline, lambda head, size: self.admit(head, size, None, 0))
             self.ready = Ready.model_validate(decode(header, tensors), strict=True)
             self.loaded = True
+            if self.transcript is not None:
+                self.transcript.ready = self.ready.model_dump()
             return self.ready
         except ChannelTimeout:
             self.dead = WorkerTimeout(f"loading your code took longer than {self.startup_timeout:.0f} s")
@@ -168,6 +182,8 @@ class WorkerSession:
                 self.dead = WorkerCrashed(f"{describe_exit(code)} while your code was being loaded")
         except (ProtocolError, ValidationError) as exc:
             self.dead = WorkerCrashed(violation("while your code was being loaded", exc))
+        if self.transcript is not None:
+            self.transcript.ready = {"failure": self.dead.status, "message": str(self.dead)}
         self.fail(self.dead)
         self.stop()
         raise self.dead
@@ -191,9 +207,31 @@ class WorkerSession:
         left, so that a regrade words a timeout exactly as the first grade did.
         """
         self.ensure()
-        assert self.proc is not None and self.reader is not None
         self.next_id += 1
         req = Request(id=self.next_id, op=op, target=target, **fields)  # type: ignore[arg-type]
+        where = transcript_key(op, target, fields) if self.keyed else ""
+        try:
+            reply = self.exchange(req, timeout, limit, label, where)
+        except WorkerFailure as exc:
+            if self.transcript is not None:
+                self.transcript.add(where, {"failure": exc.status, "message": str(exc)})
+            raise
+        if self.transcript is not None:
+            self.transcript.add(where, {"reply": reply.model_dump()})
+        if reply.forbidden:
+            self.forbidden_seen.setdefault(label or op, set()).update(reply.forbidden)
+        if reply.error is not None:
+            if reply.error.kind == "oom":
+                self.stop()  # the heap may be in a bad state: start clean for the next test
+                raise self.fail(WorkerOOM(f"your code ran out of memory: {reply.error.message[:300]}"))
+            raise StudentError(reply.error, label or op)
+        return reply
+
+    def exchange(self, req: Request, timeout: float, limit: float, label: str, where: str) -> Reply:
+        """Send the instruction to the worker and read its checked reply; WorkerFailure when there is none.
+        `where`: the instruction's transcript key, where instructions are keyed."""
+        op = req.op
+        assert self.proc is not None and self.reader is not None
         header, tensors = encode(req.model_dump())
         deadline = time.monotonic() + max(timeout, 0.01)
         limit_blob = MAX_BLOB if op in TENSOR_RESULTS else 0
@@ -221,13 +259,6 @@ class WorkerSession:
         except (ProtocolError, ValidationError) as exc:
             self.stop()
             raise self.fail(WorkerCrashed(violation(f"during {label or op}", exc))) from None
-        if reply.forbidden:
-            self.forbidden_seen.setdefault(label or op, set()).update(reply.forbidden)
-        if reply.error is not None:
-            if reply.error.kind == "oom":
-                self.stop()  # the heap may be in a bad state: start clean for the next test
-                raise self.fail(WorkerOOM(f"your code ran out of memory: {reply.error.message[:300]}"))
-            raise StudentError(reply.error, label or op)
         return reply
 
     def admit(self, header: dict[str, Any], size: int, request_id: int | None, limit: int) -> bool:
@@ -258,3 +289,53 @@ class WorkerSession:
     def fail(self, exc: WorkerFailure) -> WorkerFailure:
         self.events.append(str(exc))
         return exc
+
+
+def failure(outcome: dict[str, Any]) -> WorkerFailure:
+    """A recorded failure ({"failure": status, "message": ...}) as the exception it was."""
+    cls = {"timeout": WorkerTimeout, "oom": WorkerOOM}.get(str(outcome["failure"]), WorkerCrashed)
+    return cls(str(outcome["message"]))
+
+
+class NotRecorded(WorkerFailure):
+    """A replay met an instruction that the recorded grade never gave."""
+
+    status = "error"
+
+
+class ReplaySession(WorkerSession):
+    """A worker session answered from a transcript: no student code runs. What the transcript holds
+    was checked when it was recorded and is checked again here, as any worker's reply."""
+
+    def __init__(self, transcript: Transcript):
+        super().__init__(None, [])
+        self.replay = transcript
+        self.keyed = True
+
+    def spawn(self) -> None:
+        pass
+
+    def stop(self) -> int | None:
+        return None
+
+    def ensure(self) -> Ready:
+        recorded = self.replay.ready or {"failure": "crashed", "message": "the recorded grade never loaded this code"}
+        if "failure" in recorded:
+            raise failure(recorded)
+        if self.ready is None:
+            self.ready = Ready.model_validate({**recorded, "nonce": self.nonce}, strict=True)
+        return self.ready
+
+    def exchange(self, req: Request, timeout: float, limit: float, label: str, where: str) -> Reply:
+        outcome = self.replay.next(where)
+        if outcome is None:
+            raise self.fail(NotRecorded(
+                f"{label or req.op}: this check needs your code to run again (a replay answers only what the "
+                "recorded grade asked your code); an instructor's regrade without --replay runs it"
+            ))  # fmt: skip
+        if "failure" in outcome:
+            raise self.fail(failure(outcome))
+        try:
+            return check_reply({**outcome["reply"], "nonce": self.nonce, "id": req.id}, req.op)
+        except ValidationError as exc:
+            raise self.fail(WorkerCrashed(violation(f"in the transcript of {label or req.op}", exc))) from None
