@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT, failures, grade
 from tests.corpus.mutants import REFERENCE
+from vitgrade.submission import sha256_of
 
 SEED = "31"
 NEW_CASE = '''
@@ -69,3 +70,6 @@ def test_a_replay_without_a_recording_says_so(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     report = grade(submission, tmp_path / "report.json", "--suite", "public", "--replay", str(tmp_path / "empty"))
     assert report["status"] == "error" and "no recorded grade of this submission" in report["error"]
+    (tmp_path / "empty" / f"{sha256_of(submission)}.transcript").write_bytes(b"not frames of the protocol")
+    report = grade(submission, tmp_path / "report.json", "--suite", "public", "--replay", str(tmp_path / "empty"))
+    assert report["status"] == "error" and "cannot be read" in report["error"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..protocol import Diagnostic
+from ..protocol import Diagnostic, ProtocolError
 from ..report.models import (
     Environment,
     IsolationInfo,
@@ -100,13 +100,19 @@ class Engine:
             return self.error_report(suite_info, seed, str(exc))
         judging = Judging(allow_unverified=options.unverified, store=options.programs_dir)
         recorded = options.replay / f"{extracted.sha256}{SUFFIX}" if options.replay is not None else None
-        if recorded is not None and not recorded.is_file():
-            return self.error_report(suite_info, seed, f"no recorded grade of this submission in {options.replay} "
-                                     f"(grade it once with --programs {options.replay})")  # fmt: skip
-        sandbox = None if recorded else make_backend(options.backend, Limits(threads=options.threads), protected(suite))
-        scratch = Path(tempfile.mkdtemp(prefix="vitgrade-")) if sandbox is None else sandbox.scratch
+        replay: Transcript | None = None
         if recorded is not None:
-            session: WorkerSession = ReplaySession(load_transcript(recorded))
+            if not recorded.is_file():
+                return self.error_report(suite_info, seed, f"no recorded grade of this submission in {options.replay} "
+                                         f"(grade it once with --programs {options.replay})")  # fmt: skip
+            try:
+                replay = load_transcript(recorded)
+            except (OSError, ProtocolError, KeyError, TypeError) as exc:
+                return self.error_report(suite_info, seed, f"the recorded grade {recorded} cannot be read: {exc}")
+        sandbox = None if replay is not None else make_backend(options.backend, Limits(threads=options.threads), protected(suite))
+        scratch = Path(tempfile.mkdtemp(prefix="vitgrade-")) if sandbox is None else sandbox.scratch
+        if replay is not None:
+            session: WorkerSession = ReplaySession(replay)
         else:
             session = WorkerSession(sandbox, extracted.chunks, transcript=Transcript() if options.programs_dir else None)
         session.spawn()

@@ -26,6 +26,11 @@ class Mistake:
     cause: str  # what the code does, and what to change
 
 
+CHANNELS = Mistake(
+    "tokens",
+    "attention runs between channels, not tokens: the scores are head_dim x head_dim (q^T @ k); "
+    "use q @ k.transpose(-2, -1), an N x N map over the tokens of each head",
+)
 MISTAKES = {
     "scale_by_embed_dim": Mistake(
         "scale",
@@ -38,16 +43,8 @@ MISTAKES = {
         "the softmax runs over the queries (dim=-2); run it over the keys (dim=-1), so that each token's "
         "attention weights sum to 1",
     ),
-    "attention_over_channels": Mistake(
-        "tokens",
-        "attention runs between channels, not tokens: the scores are head_dim x head_dim (q^T @ k); "
-        "use q @ k.transpose(-2, -1), an N x N map over the tokens of each head",
-    ),
-    "attention_over_channels_transposed": Mistake(
-        "tokens",
-        "attention runs between channels, not tokens: the scores are head_dim x head_dim (q^T @ k); "
-        "use q @ k.transpose(-2, -1), an N x N map over the tokens of each head",
-    ),
+    "attention_over_channels": CHANNELS,  # the weights applied as v @ a^T
+    "attention_over_channels_transposed": CHANNELS,  # ... or as v @ a
     "attention_between_heads": Mistake(
         "tokens",
         "attention runs between the heads of each token (num_heads x num_heads scores): the heads axis "
