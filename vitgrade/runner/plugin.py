@@ -154,10 +154,10 @@ class VitgradePlugin:
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         """Every item must be a declared case; only the contract's cases run, unit by unit."""
-        other = [item for item in items if self.suite.contract not in case_mark(item).kwargs["points"]]
-        if other:
-            config.hook.pytest_deselected(items=other)
-            items[:] = [item for item in items if item not in other]
+        counted = {item.nodeid for item in items if self.suite.contract in case_mark(item).kwargs["points"]}
+        if len(counted) < len(items):
+            config.hook.pytest_deselected(items=[item for item in items if item.nodeid not in counted])
+            items[:] = [item for item in items if item.nodeid in counted]
         items.sort(key=lambda item: UNITS.index(case_mark(item).kwargs["unit"]))
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:

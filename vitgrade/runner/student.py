@@ -24,6 +24,7 @@ from .budget import Budget
 from .judge import GradingFailure
 from .judging import Judging
 from .session import StudentError, WorkerSession, WorkerTimeout
+from .transcript import signature
 
 # What a forbidden attention operator in a program is reported as (vitgrade.protocol's names), by
 # the torch.nn module it ran in; anywhere else it is the attention function itself.
@@ -173,7 +174,7 @@ class Student:
         **kwargs: Any,
     ) -> Result:
         """Call a top-level function of the submission, optionally backward through it."""
-        key = (name, signature(args, kwargs))
+        key = (name, signature((tuple(args), dict(kwargs))))
         if key not in self.programs:
             program = self.export(name, name, args, kwargs, None)
             if program is None:
@@ -231,7 +232,7 @@ class RemoteModule:
 
     def program(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Program | None:
         """The program for these inputs in the current mode; its tensors must agree with the weights here."""
-        key = (self.training, signature(args, kwargs))
+        key = (self.training, signature((tuple(args), dict(kwargs))))
         if key not in self.programs:
             label = f"{self.cls}.forward"
             program = self.student.export(self.handle, label, args, kwargs, self.training)
@@ -379,13 +380,6 @@ class Trainable:
 
     def __call__(self, x: torch.Tensor) -> Any:
         return self.module.run((x,), {}, None, torch.is_grad_enabled())
-
-
-def signature(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """What a program is specialised to: the arguments' structure, tensor shapes and dtypes, other values."""
-    leaves, spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
-    parts = [f"T{tuple(v.shape)}{v.dtype}" if isinstance(v, torch.Tensor) else repr(v) for v in leaves]
-    return f"{spec}|{'|'.join(parts)}"
 
 
 def run_with_grads(

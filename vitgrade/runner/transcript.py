@@ -27,19 +27,25 @@ SHAPES_ONLY = {"export", "set_state"}
 SUFFIX = ".transcript"
 
 
-def key(op: str, target: Any, fields: dict[str, Any]) -> str:
-    """What identifies an instruction's answer (see the module docstring)."""
-    leaves, spec = pytree.tree_flatten(fields)
+def signature(value: Any, contents: bool = False) -> str:
+    """A value's structure, its tensors' shapes and dtypes (with `contents`, a hash of their bytes
+    too) and its other leaves: what a program is specialised to, and what an answer is keyed by."""
+    leaves, spec = pytree.tree_flatten(value)
     parts = []
     for leaf in leaves:
         if isinstance(leaf, torch.Tensor):
             part = f"T{tuple(leaf.shape)}{leaf.dtype}"
-            if op not in SHAPES_ONLY:
+            if contents:
                 part += hashlib.sha256(leaf.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
             parts.append(part)
         else:
             parts.append(repr(leaf))
-    return hashlib.sha256(f"{op}|{target!r}|{spec}|{'|'.join(parts)}".encode()).hexdigest()
+    return f"{spec}|{'|'.join(parts)}"
+
+
+def key(op: str, target: Any, fields: dict[str, Any]) -> str:
+    """What identifies an instruction's answer (see the module docstring)."""
+    return hashlib.sha256(f"{op}|{target!r}|{signature(fields, op not in SHAPES_ONLY)}".encode()).hexdigest()
 
 
 class Transcript:
