@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import CORRECT, failures, grade_all, unit_scores
 from tests.corpus.mutants import MUTANTS
@@ -75,3 +76,11 @@ def test_mutant_loses_points_where_the_bug_lives(corpus: tuple[dict[str, dict], 
             assert score == most, f"{mutant.name} wrongly loses points in {unit}:\n{failures(report)}"
     lost = [t for t in report["tests"] if t["unit"] in mutant.units and t["score"] < t["max_score"]]
     assert all(t["output"] and "Traceback" not in t["output"] for t in lost), "every lost point comes with a message"
+
+
+def test_the_attention_picture_shows_the_bug(corpus: tuple[dict[str, dict], Path]) -> None:
+    """Softmax over the queries: the student's map on the feedback page differs from the reference's beside it."""
+    attention = corpus[0]["mutant-softmax_over_queries"]["figures"]["attention"]
+    student, reference = torch.tensor(attention["student"]), torch.tensor(attention["reference"])
+    assert student.shape == reference.shape and (student - reference).abs().max() > 0.1
+    assert torch.allclose(student.sum(-2), torch.ones(student.shape[1]), atol=1e-3)  # its columns sum to 1, not its rows

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import torch
 
 from tests.conftest import (
     ROOT,
@@ -60,6 +61,21 @@ def test_blank_template_scores_zero_without_tracebacks(reports: dict[str, dict])
                        "block": "TransformerBlock", "vit": "VisionTransformer"}.items():
         messages = {t["output"] for t in report["tests"] if t["unit"] == unit and t["max_score"] > 0}
         assert all("not implemented yet" in m and name in m for m in messages), messages
+
+
+def test_figures_put_the_students_attention_and_training_beside_the_references(reports: dict[str, dict]) -> None:
+    attention = reports["solved_full"]["figures"]["attention"]
+    student, reference = torch.tensor(attention["student"]), torch.tensor(attention["reference"])
+    assert student.shape == reference.shape and student.shape[0] > 1 and torch.allclose(student, reference, atol=1e-3)
+    assert torch.allclose(student.sum(-1), torch.ones(student.shape[0]), atol=1e-2)
+    assert attention["test"] in {t["name"] for t in reports["solved_full"]["tests"] if t["unit"] == "sdpa"}
+    training = reports["solved_full"]["figures"]["training"]
+    curve, low, high = (torch.tensor(training[k]) for k in ("student", "low", "high"))
+    assert len(curve) == len(low) == len(high) > 10 and bool((low <= high).all())
+    assert curve[-5:].mean() < curve[:5].mean()  # the loss went down
+    inside = ((curve >= low - 0.05) & (curve <= high + 0.05)).float().mean()
+    assert inside > 0.8, f"the reference solution's curve should lie in the reference band; {inside:.0%} of it does"
+    assert reports["blank_full"]["figures"] == {"attention": None, "training": None}  # nothing ran: nothing drawn
 
 
 def test_same_submission_suite_and_seed_give_the_same_report(reports: dict[str, dict]) -> None:

@@ -39,8 +39,12 @@ def test_rows_sum_to_one(student, fixtures):
 
 
 @case(unit="sdpa", points=1, anchor=True)
-def test_values(student, fixtures):
+def test_values(student, fixtures, figures):
     """output and attention equal softmax(q k^T / sqrt(d_k)) v"""
     data, fed, (out, attn) = call(student, fixtures)
+    if attn.dim() >= 2:
+        first = (0,) * (attn.dim() - 2)
+        figures.attention(attn[first], data["attn"][first], "attention weights on this test's q and k (first batch and head, "
+                          f"{data['attn'].shape[-2]} queries x {data['attn'].shape[-1]} keys)")
     expect_close(attn, data["attn"], "the attention", fed)
     expect_close(out, data["out"], "the output", fed)

@@ -87,6 +87,33 @@ class StudentOutput(Strict):
     truncated: bool = False
 
 
+class AttentionMap(Strict):
+    """One head's attention weights on an input the grader chose: the student's beside the reference's."""
+
+    test: str  # the test that recorded it: the picture is shown when that test is
+    caption: str
+    student: list[list[float]]  # (queries, keys), each row sums to 1
+    reference: list[list[float]]
+
+
+class TrainingCurve(Strict):
+    """The loss per step of the grader's short training run of the student's model, and the band
+    the reference's runs fall in (the suite's calibration)."""
+
+    test: str
+    caption: str
+    student: list[float]
+    low: list[float]
+    high: list[float]
+
+
+class Figures(Strict):
+    """What a picture says better than text, for the feedback page; absent when not computed."""
+
+    attention: AttentionMap | None = None
+    training: TrainingCurve | None = None
+
+
 class Report(Strict):
     """Every string in it is made safe here, once: whatever a submission or a worker wrote, the
     report can be written as JSON and UTF-8."""
@@ -115,3 +142,4 @@ class Report(Strict):
     verified: bool = True  # every verdict came from a program the grader ran itself
     programs: list[ProgramRecord] = Field(default_factory=list)
     student_output: StudentOutput = Field(default_factory=StudentOutput)
+    figures: Figures = Field(default_factory=Figures)

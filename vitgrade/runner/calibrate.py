@@ -2,7 +2,8 @@
 
 It runs exactly what the hidden suite's training case runs (vitgrade.training on the synthetic
 task, with the suite's [train] settings), on many seeds, in parallel processes, and estimates
-how often the reference itself would fall below each threshold.
+how often the reference itself would fall below each threshold. The range of its loss curves is
+the band the feedback page draws a student's curve against (`loss_band`).
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import math
 import statistics
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..training import predict, train
+from .figures import thin
 from .plugin import load_module
 from .tasks import training_check_data
 
@@ -25,6 +27,7 @@ from .tasks import training_check_data
 class Calibration:
     accuracies: list[float]
     thresholds: dict[str, float]
+    curves: list[list[float]] = field(default_factory=list)  # each run's loss curve, thinned alike
 
     def summary(self) -> dict[str, Any]:
         mean, sd = statistics.mean(self.accuracies), statistics.pstdev(self.accuracies)
@@ -45,6 +48,9 @@ class Calibration:
         p_u, beta = len(excess) / len(errors), max(statistics.mean(excess) if excess else 0.0, 1e-3)
         out["tail_model"] = {"error_threshold": round(u, 4), "exceedances": len(excess), "mean_excess": round(beta, 4)}
         out["threshold_for_1_in_1000"] = round(1 - (u + beta * math.log(max(p_u, 1e-9) * 1000)), 4)
+        if self.curves:  # the band the training figure draws the student's curve against
+            out["loss_band"] = {"runs": len(self.curves), "low": [round(min(c), 4) for c in zip(*self.curves)],
+                                "high": [round(max(c), 4) for c in zip(*self.curves)]}  # fmt: skip
         for name, threshold in self.thresholds.items():
             below = sum(a < threshold for a in self.accuracies)
             z = (mean - threshold) / max(sd, 1e-3)
@@ -74,24 +80,30 @@ def binomial_upper(fails: int, runs: int, alpha: float) -> float:
     return high
 
 
-def one_run(reference: str, settings: dict[str, Any], seed: int) -> float:
-    """One training check of the reference, as the hidden case does it for a student."""
+def one_run(reference: str, settings: dict[str, Any], seed: int) -> tuple[float, list[float]]:
+    """One training check of the reference, as the hidden case does it for a student: its
+    held-out accuracy and its loss curve (thinned)."""
     torch.set_num_threads(1)
     module = load_module("vitgrade_reference", Path(reference))
     torch.manual_seed(seed)
-    return held_out_accuracy(module.VisionTransformer(*settings["model"]), settings, seed)
+    accuracy, losses = training_check(module.VisionTransformer(*settings["model"]), settings, seed)
+    return accuracy, thin(losses.tolist())
+
+
+def training_check(model: torch.nn.Module, settings: dict[str, Any], seed: int) -> tuple[float, torch.Tensor]:
+    """Train MODEL with the grader's loop on the task of SEED; its accuracy on held-out images and its loss per step."""
+    images, labels, held_out, truth = training_check_data(settings, seed)
+    losses = train(model, images, labels, int(settings["steps"]), int(settings["batch_size"]), float(settings["lr"]),
+                   float(settings["weight_decay"]), seed)["losses"]  # fmt: skip
+    return float((predict(model, held_out, 256) == truth).float().mean()), losses
 
 
 def held_out_accuracy(model: torch.nn.Module, settings: dict[str, Any], seed: int) -> float:
-    """Train MODEL with the grader's loop on the task of SEED and score it on held-out images."""
-    images, labels, held_out, truth = training_check_data(settings, seed)
-    train(model, images, labels, int(settings["steps"]), int(settings["batch_size"]), float(settings["lr"]),
-          float(settings["weight_decay"]), seed)  # fmt: skip
-    return float((predict(model, held_out, 256) == truth).float().mean())
+    return training_check(model, settings, seed)[0]
 
 
 def calibrate(reference: Path, settings: dict[str, Any], seeds: list[int], jobs: int) -> Calibration:
     with ProcessPoolExecutor(jobs) as pool:
-        accuracies = list(pool.map(one_run, [str(reference)] * len(seeds), [settings] * len(seeds), seeds))
+        runs = list(pool.map(one_run, [str(reference)] * len(seeds), [settings] * len(seeds), seeds))
     thresholds: dict[str, float] = {k: float(settings[k]) for k in ("half_credit", "full_credit") if k in settings}
-    return Calibration(accuracies, thresholds)
+    return Calibration([accuracy for accuracy, _ in runs], thresholds, [curve for _, curve in runs])

@@ -173,6 +173,7 @@ class Engine:
             tests=results,
             verified=not judging.unverified,
             programs=[ProgramRecord(sha256=digest, what=what) for digest, what in sorted(judging.programs.items())],
+            figures=judging.figures,
             student_output=StudentOutput(
                 text=session.output.text(), total_bytes=session.output.total, truncated=session.output.truncated
             ),

@@ -1,11 +1,13 @@
-"""What one grade judged: its programs by hash (stored for a later re-run), and where it had to
-take the worker's word. Kept free of torch so that the engine can make one before it imports torch."""
+"""What one grade judged: its programs by hash (stored for a later re-run), where it had to
+take the worker's word, and the pictures its cases recorded. Kept free of torch so that the engine can make one before it imports torch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ..report.models import Figures
 
 if TYPE_CHECKING:
     from ..program import Program
@@ -20,6 +22,7 @@ class Judging:
     store: Path | None = None
     programs: dict[str, str] = field(default_factory=dict)  # sha256 -> what it is
     unverified: set[str] = field(default_factory=set)  # labels answered by the worker
+    figures: Figures = field(default_factory=Figures)  # pictures the cases recorded (figures.py)
 
     def record(self, program: Program, what: str) -> None:
         digest, graph, tensors = program.files()

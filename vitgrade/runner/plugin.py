@@ -26,6 +26,7 @@ from ..report.models import TestResult
 from ..submission import Chunk, Extracted
 from .budget import Budget
 from .cases import UNITS
+from .figures import FigureBook
 from .judge import NOTES
 from .policy import apply_forbidden_policy, forbidden_uses, runtime_units
 from .scoring import Dependency, apply_dependencies
@@ -108,6 +109,10 @@ class VitgradePlugin:
         if self._reference is None:
             self._reference = load_module("vitgrade_reference", self.suite.reference)
         return self._reference
+
+    @pytest.fixture
+    def figures(self, request: pytest.FixtureRequest) -> FigureBook:
+        return FigureBook(self.judging.figures, test_name(request.node, case_mark(request.node)))
 
     @pytest.fixture
     def seed(self) -> int:
