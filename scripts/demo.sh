@@ -12,3 +12,5 @@ for notebook in solved blank; do
     .venv/bin/vitgrade grade "examples/out/${notebook}.ipynb" --suite full --json "examples/out/${notebook}.report.json"
     cat "examples/out/${notebook}.report.json"
 done
+echo "== the grading service: examples/out/solved.ipynb submitted through the HTTP API as a student"
+.venv/bin/python examples/service_demo.py examples/out/solved.ipynb

@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import vitgrade, torch, einops, jsonschema, mypy, nbclient" 2>/dev/null; then
+if ! .venv/bin/python -c "import vitgrade, torch, einops, jsonschema, mypy, nbclient, fastapi, celery, psycopg, selenium" 2>/dev/null; then
     .venv/bin/pip install --quiet --upgrade pip
-    .venv/bin/pip install --quiet -c constraints.txt -e '.[dev,grading]'
+    .venv/bin/pip install --quiet -c constraints.txt -e '.[dev,grading,service]'
 fi

@@ -28,6 +28,13 @@ DEFAULT_BUDGET_S = 300.0
 BACKEND_NAMES = ("auto", *BACKENDS)  # auto: local where namespaces work, else user, else process
 
 
+def known_backend(value: str) -> str:
+    """A pydantic validator for a backend name (GradeOptions, the service's settings)."""
+    if value not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend {value!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    return value
+
+
 class GradeOptions(BaseModel):
     """How to grade one submission. Every field has the default an instructor would expect."""
 
@@ -49,12 +56,7 @@ class GradeOptions(BaseModel):
     # and what the worker answered (<submission sha256>.transcript)
     replay: Path | None = None  # a programs_dir: judge from the recorded answers there, running no student code
 
-    @field_validator("backend")
-    @classmethod
-    def known_backend(cls, value: str) -> str:
-        if value not in BACKEND_NAMES:
-            raise ValueError(f"unknown backend {value!r}; choose one of {', '.join(BACKEND_NAMES)}")
-        return value
+    _backend = field_validator("backend")(known_backend)
 
 
 def grade(submission: str | Path, options: GradeOptions | None = None) -> Report:

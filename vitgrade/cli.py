@@ -255,7 +255,8 @@ def batch(submissions: Path, out: Path, suite: str, jobs: int, seed: int | None,
     Gradescope export) in parallel; write per-student reports and the class's gradebook files,
     and every judged program under OUT/programs (named by the sha256 each report lists).
     Each report is exactly what `vitgrade grade` gives with the same seed and options."""
-    from .batch.run import Options, run, start_forkserver
+    from .batch.run import Options, run
+    from .forked import start_forkserver
 
     cores = os.cpu_count() or 1
     jobs = max(1, jobs)
@@ -322,3 +323,105 @@ def student_kit(out: Path, wheel_url: str | None, contract: Contract | None) -> 
 
     names = build(course_root(), out, wheel_url, contract or resolve("public").contract)
     click.echo(f"wrote {out} ({len(names)} files)")
+
+
+DATA = click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True, help="the service's folder (database, files)")
+
+
+@main.command()
+@DATA
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--db", help="database URL (default: SQLite in DATA); postgresql+psycopg://... to scale out")
+@click.option("--dispatcher", type=click.Choice(["local", "celery"]), default="local", show_default=True)
+@click.option("--broker", help="the Celery broker (redis://...)")
+@click.option("--pool", type=int, help="grades at once (default: from cores and memory)")
+@click.option("--suite", default="full", show_default=True, help="the default assignment's suite")
+@BACKEND
+@BUDGET
+@click.option("--daily-quota", type=int, default=20, show_default=True, help="submissions per student, assignment and day")
+@click.option("--max-upload-mb", type=float, default=64.0, show_default=True)
+@click.option("--lease", "lease_s", type=float, default=30.0, show_default=True, help="seconds a grading worker's claim lasts unrenewed")
+@click.option("--grader", hidden=True, default=None, help="module:function graded in each child (tests)")
+def serve(data: Path, host: str, port: int, db: str | None, dispatcher: str, broker: str | None, pool: int | None, suite: str,
+          backend: str, budget: float, daily_quota: int, max_upload_mb: float, lease_s: float, grader: str | None) -> None:  # fmt: skip
+    """Run the grading service: the HTTP API and pages on HOST:PORT, with the local dispatcher
+    (or Celery's workers) grading what is submitted. Everything it keeps is in DATA or --db."""
+    import uvicorn
+    from pydantic import ValidationError
+
+    from .service.app import create_app
+    from .service.settings import ServiceSettings
+
+    fields: dict[str, Any] = {"data": data.resolve(), "db": db, "dispatcher": dispatcher, "broker": broker, "pool": pool, "suite": suite,
+              "backend": backend, "budget_s": budget, "daily_quota": daily_quota, "lease_s": lease_s,
+              "max_upload_bytes": int(max_upload_mb * (1 << 20)), **({"grader": grader} if grader else {})}  # fmt: skip
+    try:
+        settings = ServiceSettings(**fields)
+    except ValidationError as exc:
+        fail(str(exc))
+    settings.save()
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+@main.group("token")
+def token_group() -> None:
+    """Bearer tokens for the service."""
+
+
+@token_group.command("create")
+@DATA
+@click.option("--role", type=click.Choice(["student", "ta", "instructor", "lms"]), required=True)
+@click.option("--user", required=True, help="the NetID (students) or a name")
+@click.option("--db", help="database URL, when not SQLite in DATA")
+def token_create(data: Path, role: str, user: str, db: str | None) -> None:
+    """Print a new token for USER with ROLE, once: only its hash is stored."""
+    from .service.auth import create_token
+    from .service.db import connect, migrate, sessions
+    from .service.settings import ServiceSettings
+
+    url = db or ServiceSettings(data=data.resolve()).db_url
+    data.mkdir(parents=True, exist_ok=True)
+    migrate(url)
+    with sessions(connect(url))() as session:
+        click.echo(create_token(session, role, user))  # type: ignore[arg-type]
+
+
+@main.command()
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="the service's folder, the one `vitgrade serve --data` was given: its service.json says how to grade, and the "
+                   "submissions are read from DATA/files, so every grading host mounts the same folder (e.g. over NFS)")  # fmt: skip
+@click.option("--db", help="database URL, when it differs from the service's (postgresql+psycopg://...)")
+@click.option("--broker", help="the Celery broker, when it differs from the service's (redis://...)")
+@click.option("--queues", default=",".join(("interactive", "batch")), show_default=True,
+              help="the queues this host takes jobs from, in order: a host may serve students only (interactive)")  # fmt: skip
+@click.option("--concurrency", type=int, help="grades at once on this host (default: the service's --pool, or from cores and memory)")
+@click.option("--loglevel", default="info", show_default=True)
+def worker(data: Path, db: str | None, broker: str | None, queues: str, concurrency: int | None, loglevel: str) -> None:
+    """Grade on this host what `vitgrade serve --dispatcher celery` queues: a Celery worker (prefork
+    pool, one grade at a time per pool process, each in a child of that process's warm fork
+    server) on the service's database and broker."""
+    from pydantic import ValidationError
+
+    from .service.celery_app import run_worker
+    from .service.settings import QUEUES, SETTINGS_FILE, ServiceSettings
+
+    folder = data.resolve()
+    if not (folder / SETTINGS_FILE).exists():
+        fail(f"{folder / SETTINGS_FILE} not found: start `vitgrade serve --data {data} --dispatcher celery` first, or mount its folder here")
+    try:
+        saved = ServiceSettings.load(folder)
+        settings = ServiceSettings(**{**saved.model_dump(), "data": folder, "db": db or saved.db, "broker": broker or saved.broker})
+    except ValidationError as exc:
+        fail(str(exc))
+    names = [name.strip() for name in queues.split(",") if name.strip()]
+    if not names or any(name not in QUEUES for name in names):
+        fail(f"--queues: choose among {', '.join(QUEUES)} (got {queues!r})")
+    if not (settings.broker or "").startswith(("redis://", "rediss://")):
+        fail(f"a Redis broker is needed (got {settings.broker!r}): give --broker redis://..., or start the service with "
+             "--dispatcher celery --broker redis://...")  # fmt: skip
+    if settings.db is None:
+        click.echo(f"warning: the database is SQLite in {folder}; that is safe only if every worker runs on this host", err=True)
+    if concurrency is not None and concurrency < 1:
+        fail("--concurrency: at least 1")
+    sys.exit(run_worker(settings, names, concurrency or settings.pool_size(), loglevel.upper()))
