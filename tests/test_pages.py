@@ -64,7 +64,8 @@ def browser() -> Iterator[WebDriver]:
 @pytest.fixture
 def driver(browser: WebDriver, server: Server) -> WebDriver:
     """The browser, logged out."""
-    browser.get(f"{server.url}/logout")
+    browser.get(f"{server.url}/login")
+    browser.delete_all_cookies()
     return browser
 
 
@@ -255,9 +256,11 @@ def test_the_pages_refuse_what_a_caller_may_not_see(driver: WebDriver, server: S
         assert anonymous.get("/").status_code == 303 and anonymous.get("/").headers["location"] == "/login"
         assert anonymous.get(f"/submissions/{others}/live", headers={"HX-Request": "true"}).headers["HX-Redirect"] == "/login"
         # a wrong token: the form again, with 401
-        wrong = anonymous.post("/login", data={"token": "vg_not-a-token"})
+        page = {"origin": server.url}  # what a browser sends from the site's own login form
+        wrong = anonymous.post("/login", data={"token": "vg_not-a-token"}, headers=page)
         assert wrong.status_code == 401 and COOKIE not in wrong.cookies
-        signed = anonymous.post("/login", data={"token": secret})
+        assert anonymous.post("/login", data={"token": secret}).status_code == 403  # not from our page: no sign-in
+        signed = anonymous.post("/login", data={"token": secret}, headers=page)
         assert signed.status_code == 303 and "HttpOnly" in signed.headers["set-cookie"]
         assert "samesite=strict" in signed.headers["set-cookie"].lower()
     with httpx.Client(base_url=server.url, cookies={COOKIE: secret}, timeout=30) as student:

@@ -86,8 +86,9 @@ def test_a_student_submits_polls_and_sees_what_their_level_allows(tmp_path: Path
         assert view["state"] == "done" and view["attempts"] == 1
         assert [t["name"] for t in view["report"]["tests"]] == STUDENT_SEES_BEFORE_DUE
         assert view["report"]["withheld"] == 3 and view["report"]["score"] == 1.0  # no total gives hidden results away
+        assert "seed" not in view["report"] and view["report"]["student_output"]["text"] == ""  # nor the seed, nor prints
         staff = instructor.get(f"/api/v1/submissions/{body['id']}").json()
-        assert len(staff["report"]["tests"]) == 4 and staff["report"]["score"] == 10.0
+        assert len(staff["report"]["tests"]) == 4 and staff["report"]["score"] == 10.0 and "seed" in staff["report"]
         assert [s["id"] for s in instructor.get("/api/v1/submissions", params={"student": "ab1234", "state": "done"}).json()] == [body["id"]]
         assert instructor.get("/api/v1/submissions", params={"state": "failed"}).json() == []
         assert server.client().get("/healthz").json()["ok"] is True
@@ -137,6 +138,24 @@ def test_refusals_say_why_and_never_show_the_data(tmp_path: Path) -> None:
         assert submit(bob, student="alice").status_code == 403
         assert submit(ta, student="alice").status_code == 403
         assert ta.get(f"/api/v1/submissions/{mine}").status_code == 200
+        cookie = {"vitgrade_token": server.token("student", "carol")}
+        with CORRECT.open("rb") as fh:
+            forged = httpx.post(f"{server.url}/api/v1/submissions", cookies=cookie, files={"file": (CORRECT.name, fh)})
+        assert forged.status_code == 403  # a cookie alone, from another site, changes nothing
+        with CORRECT.open("rb") as fh:
+            own = httpx.post(f"{server.url}/api/v1/submissions", cookies=cookie, files={"file": (CORRECT.name, fh)},
+                             headers={"origin": server.url})  # fmt: skip
+        assert own.status_code == 202  # from the site's own page
+        assert server.client().post("/login", data={"token": "x"}, headers={"sec-fetch-site": "cross-site"}).status_code == 403
+        long_name = alice.post("/api/v1/submissions", files={"file": ("x" * 250 + ".py", b"x = 1\n")})
+        assert long_name.status_code == 422 and "file name" in long_name.json()["detail"]
+        instructor = server.client(server.token("instructor", "prof"))
+        for bad in ({"daily_quota": None}, {"suite": "ful"}, {"due": "2026-12-10T23:59:00"}, {"contract": "mine"},
+                    {"webhook_url": "http://[::1/", "webhook_secret": "s" * 16}, {"webhook_url": "http://127.0.0.1:9/h"}):
+            refused = instructor.put("/api/v1/assignments/hw4", json=bad)
+            assert refused.status_code == 422, (bad, refused.text)
+        assert instructor.put("/api/v1/assignments/not a name", json={}).status_code == 422
+        assert instructor.put("/api/v1/assignments/hw5", json={"suite": "public", "due": "2026-12-10T23:59:00-05:00"}).status_code == 200
 
         big = alice.post("/api/v1/submissions", files={"file": ("big.py", b"#" * (2 << 20))})
         assert big.status_code == 413 and "larger than" in big.json()["detail"]
@@ -191,14 +210,14 @@ def test_webhooks_are_signed_and_retried_until_delivered(tmp_path: Path) -> None
     try:
         with serving(tmp_path / "data", args=("--grader", STUB), env={"VITGRADE_STUB_SLEEP": "0.1"}) as server:
             instructor = server.client(server.token("instructor", "prof"))
-            hook = {"webhook_url": f"http://127.0.0.1:{receiver.server_port}/hook", "webhook_secret": "s3cret"}
+            hook = {"webhook_url": f"http://127.0.0.1:{receiver.server_port}/hook", "webhook_secret": "s3cret-of-16-chars"}
             assert instructor.put("/api/v1/assignments/hw4", json=hook).status_code == 200
             submission = submit(server.client(server.token("lms", "canvas")), student="ab1234").json()["id"]
             wait_for(lambda: len(Receiver.received) >= 2, 30, what="the webhook's retry")
             for body, signature in Receiver.received:
-                assert verify("s3cret", body, signature)
+                assert verify("s3cret-of-16-chars", body, signature)
                 assert not verify("wrong", body, signature)
-                assert not verify("s3cret", body + b" ", signature)
+                assert not verify("s3cret-of-16-chars", body + b" ", signature)
             payload = json.loads(Receiver.received[-1][0])
             assert payload["submission"] == submission and payload["student"] == "ab1234" and payload["score"] == 10.0
             time.sleep(2.5)
@@ -218,13 +237,17 @@ def test_regrade_all_runs_behind_students_and_the_gradebook_exports(tmp_path: Pa
         assert regrade["total"] == 4
         late = submit(lms, student="late").json()
         assert late["position"] == 0  # ahead of the regrade's queued jobs
+        again = submit(lms, student="s0").json()
+        assert again["state"] == "queued"
+        pending = instructor.get("/api/v1/assignments/hw4/export/grades.csv").text
+        assert "\ns0," in pending  # s0's new submission is not graded yet: the gradebook keeps their graded one
         finished(instructor, late["id"])
         progress = instructor.get(f"/api/v1/regrades/{regrade['regrade']}").json()
         assert not progress["finished"]  # the student was graded while the regrade was still going
         wait_for(lambda: instructor.get(f"/api/v1/regrades/{regrade['regrade']}").json()["finished"], 60, what="the regrade")
         scores = instructor.get("/api/v1/assignments/hw4/export/scores.csv")
         assert scores.status_code == 200 and scores.text.splitlines()[0].startswith("student,score,max_score")
-        assert len(scores.text.splitlines()) == 1 + 5
+        assert len(scores.text.splitlines()) == 1 + 5  # s0's two submissions: one row
         canvas = instructor.get("/api/v1/assignments/hw4/export/canvas.csv").text.splitlines()
         assert canvas[0].startswith("Student,ID,SIS User ID") and canvas[1].startswith("Points Possible")
         stats = instructor.get("/api/v1/assignments/hw4/stats").json()

@@ -92,6 +92,7 @@ def write(path: Path, text: str) -> None:
 
 def run_grade(submission: Path, options: GradeOptions) -> Report:
     from .api import grade
+    from .forked import interrupt
     from .runner.suite import SuiteError
 
     signal.signal(signal.SIGTERM, interrupt)
@@ -103,11 +104,6 @@ def run_grade(submission: Path, options: GradeOptions) -> Report:
         fail("interrupted: no report was written (the workers were stopped)")
 
 
-def interrupt(signum: int, frame: object) -> None:
-    """SIGTERM (a batch budget, a job scheduler) unwinds like Ctrl-C, so that workers, containers
-    and protected folders are cleaned up on the way out. A second SIGTERM cannot cut that short."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
 
 
 @click.group()
@@ -360,6 +356,12 @@ def serve(data: Path, host: str, port: int, db: str | None, dispatcher: str, bro
         settings = ServiceSettings(**fields)
     except ValidationError as exc:
         fail(str(exc))
+    from .service.grading import isolating
+
+    try:
+        isolating(settings.backend)
+    except RuntimeError as exc:
+        fail(str(exc))
     settings.save()
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
@@ -424,4 +426,11 @@ def worker(data: Path, db: str | None, broker: str | None, queues: str, concurre
         click.echo(f"warning: the database is SQLite in {folder}; that is safe only if every worker runs on this host", err=True)
     if concurrency is not None and concurrency < 1:
         fail("--concurrency: at least 1")
+    from .service.grading import isolating
+
+    try:
+        isolating(settings.backend)
+    except RuntimeError as exc:
+        fail(str(exc))
+    settings.private()
     sys.exit(run_worker(settings, names, concurrency or settings.pool_size(), loglevel.upper()))

@@ -39,6 +39,13 @@ def start_forkserver() -> multiprocessing.context.BaseContext:
     return context
 
 
+def interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (a batch budget, a job scheduler) unwinds like Ctrl-C, so that workers, containers
+    and protected folders are cleaned up on the way out. A second SIGTERM cannot cut that short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def grade_child(path: str, options_json: str, out: str, log: str, grader: str = GRADER) -> None:
     """In the forked process: GRADER(PATH, options) with its output in LOG, in a session of its
     own, the native report written to OUT. The options arrive as JSON, never through click."""
@@ -48,7 +55,6 @@ def grade_child(path: str, options_json: str, out: str, log: str, grader: str = 
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    from .cli import interrupt
     from .report.export import EXPORTERS
     from .runner.suite import SuiteError
 

@@ -11,14 +11,13 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Any
 
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Path, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import func, select, text
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from ..contract import Contract
 from . import jobs
-from .auth import Caller, lookup
+from .auth import COOKIE, SAFE_METHODS, Caller, lookup, same_origin
 from .core import Refused, Service
 from .db import Assignment, Job, connect, migrate, sessions
 from .dispatch import DISPATCHERS, periodically
@@ -34,7 +33,7 @@ from .pages import add_pages
 from .settings import QUEUES, ServiceSettings
 from .webhooks import Sender
 
-COOKIE = "vitgrade_token"
+NAME = r"^[A-Za-z0-9_.-]{1,64}$"  # an assignment's name: it is a path segment and a CSV file name
 
 
 class TooLarge(Exception):
@@ -92,14 +91,33 @@ class UploadCap:
 
 
 class AssignmentIn(BaseModel):
+    """The fields a PUT changes (absent: unchanged). A due date must say its zone; a webhook needs its secret."""
+
     model_config = ConfigDict(extra="forbid")
-    suite: str | None = None
+    suite: str = Field(default="full", min_length=1, max_length=255)
     contract: Contract | None = None
-    due: datetime | None = None
-    published: bool | None = None
-    daily_quota: int | None = Field(default=None, ge=1)
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
+    due: AwareDatetime | None = None
+    published: bool = False
+    daily_quota: int = Field(default=20, ge=1)
+    webhook_url: AnyHttpUrl | None = None
+    webhook_secret: str | None = Field(default=None, min_length=16, max_length=200)
+
+    @field_validator("suite")
+    @classmethod
+    def known_suite(cls, value: str) -> str:
+        from ..runner.suite import SuiteError, resolve
+
+        try:
+            resolve(value)
+        except SuiteError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def signed(self) -> AssignmentIn:
+        if "webhook_url" in self.model_fields_set and self.webhook_url is not None and not self.webhook_secret:
+            raise ValueError("a webhook_url needs a webhook_secret (16 characters or more) to sign its deliveries")
+        return self
 
 
 def assignment_view(row: Assignment, caller: Caller) -> dict:
@@ -149,7 +167,7 @@ def create_app(settings: ServiceSettings, background: bool = True) -> FastAPI:
 
             sender = Sender(service.sessions)
             threads = [threading.Thread(target=periodically, args=(stop, settings.lease_s / 3, reap), daemon=True, name="reaper"),
-                       threading.Thread(target=sender.run, args=(stop,), daemon=True, name="webhooks")]  # fmt: skip
+                       threading.Thread(target=periodically, args=(stop, 1.0, sender.send_due), daemon=True, name="webhooks")]  # fmt: skip
             for thread in threads:
                 thread.start()
         yield
@@ -180,6 +198,8 @@ def create_app(settings: ServiceSettings, background: bool = True) -> FastAPI:
     def caller(request: Request) -> Caller:
         header = request.headers.get("authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else request.cookies.get(COOKIE, "")
+        if token and not header and request.method not in SAFE_METHODS and not same_origin(request.headers, request.url.netloc):
+            raise Refused(403, "a cookie authorizes changes only from this site's own pages")
         with service.sessions() as session:
             found = lookup(session, token) if token else None
         if found is None:
@@ -217,7 +237,7 @@ def create_app(settings: ServiceSettings, background: bool = True) -> FastAPI:
             return [assignment_view(row, who) for row in session.scalars(select(Assignment).order_by(Assignment.name))]
 
     @app.put("/api/v1/assignments/{name}")
-    def set_assignment(name: str, body: AssignmentIn, who: Caller = Depends(caller)) -> dict:
+    def set_assignment(body: AssignmentIn, name: str = Path(pattern=NAME), who: Caller = Depends(caller)) -> dict:
         service.require(who, "instructor")
         with service.sessions() as session:
             row = session.get(Assignment, name)
@@ -225,7 +245,7 @@ def create_app(settings: ServiceSettings, background: bool = True) -> FastAPI:
                 row = Assignment(name=name, suite=settings.suite, daily_quota=settings.daily_quota, published=False)
                 session.add(row)
             for key, value in body.model_dump(exclude_unset=True).items():
-                setattr(row, key, value)
+                setattr(row, key, str(value) if key == "webhook_url" and value is not None else value)
             session.commit()
             return assignment_view(row, who)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +18,18 @@ Role = Literal["student", "ta", "instructor", "lms"]
 ROLES: tuple[Role, ...] = ("student", "ta", "instructor", "lms")
 STAFF: frozenset[str] = frozenset({"ta", "instructor", "lms"})  # may read every submission and every test
 PREFIX = "vg_"
+COOKIE = "vitgrade_token"  # the pages keep the token here (HttpOnly, SameSite=Strict)
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def same_origin(headers: Mapping[str, str], host: str) -> bool:
+    """Whether a browser sent this request from one of our own pages: what a cookie may authorize
+    beyond reading (SameSite does not stop a sibling subdomain)."""
+    site = headers.get("sec-fetch-site")
+    if site is not None:
+        return site in {"same-origin", "none"}
+    origin = headers.get("origin")
+    return origin is not None and origin.split("://", 1)[-1] == host
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from .settings import QUEUES, ServiceSettings
 from .visibility import for_caller
 
 DEFAULT_ASSIGNMENT = "hw4"
+MAX_NAME_BYTES = 200  # an upload's file name: it is a file name in DATA/files and a column in the database
 EXPORTS = ("scores", "canvas", "brightspace", "grades")  # the batch's gradebook files, by name
 
 
@@ -76,6 +77,8 @@ class Service:
         if not student:
             raise Refused(422, "say which student this submission is for (the 'student' field)")
         name = Path(filename or "").name
+        if len(name.encode()) > MAX_NAME_BYTES or not name.isprintable():
+            raise Refused(422, f"the file name must be printable and at most {MAX_NAME_BYTES} bytes long; rename the file")
         if Path(name).suffix.lower() not in {".ipynb", ".py", ".zip"}:
             raise Refused(422, f"{name or 'the upload'}: expected a .ipynb, .py or .zip file")
         with self.sessions() as session:
@@ -119,7 +122,7 @@ class Service:
 
     def view(self, session: Session, caller: Caller, row: Submission) -> dict:
         job = session.scalars(select(Job).where(Job.submission_id == row.id).order_by(Job.id.desc()).limit(1)).first()
-        result = session.scalars(select(Result).where(Result.submission_id == row.id).order_by(Result.id.desc()).limit(1)).first()
+        result = self.result(session, row.id)
         state = job.state if job else "done"
         view: dict = {"id": row.id, "assignment": row.assignment, "student": row.student, "filename": row.filename,
                       "sha256": row.sha256, "submitted_at": row.created_at.isoformat(), "state": state,
@@ -169,10 +172,16 @@ class Service:
             self.dispatch.notify(job)
             return self.view(session, caller, row)
 
-    def latest(self, session: Session, assignment: str) -> dict[str, Submission]:
-        """Each student's latest submission to ASSIGNMENT."""
-        rows = session.scalars(select(Submission).where(Submission.assignment == assignment).order_by(Submission.created_at)).all()
-        return {row.student: row for row in rows}
+    def latest(self, session: Session, assignment: str, graded: bool = False) -> dict[str, Submission]:
+        """Each student's latest submission to ASSIGNMENT (GRADED: their latest that has a result)."""
+        query = select(Submission).where(Submission.assignment == assignment).order_by(Submission.created_at)
+        if graded:
+            query = query.where(Submission.id.in_(select(Result.submission_id)))
+        return {row.student: row for row in session.scalars(query)}
+
+    def result(self, session: Session, submission_id: str) -> Result | None:
+        """The latest result of a submission (a regrade's, once it has one)."""
+        return session.scalars(select(Result).where(Result.submission_id == submission_id).order_by(Result.id.desc()).limit(1)).first()
 
     def regrade_all(self, caller: Caller, assignment: str) -> dict:
         self.require(caller, "instructor")
@@ -202,14 +211,15 @@ class Service:
 
     # -- the class (staff)
     def reports(self, caller: Caller, assignment: str) -> dict[str, dict]:
-        """Each student's latest graded report for ASSIGNMENT, as the gradebook files take them."""
+        """Each student's latest graded report for ASSIGNMENT, as the gradebook files take them: a
+        submission still queued leaves its student's last graded one in place."""
         if not caller.staff:
             raise Refused(403, "the class's grades are for staff")
         with self.sessions() as session:
             self.assignment(session, assignment)
             out = {}
-            for student, row in self.latest(session, assignment).items():
-                result = session.scalars(select(Result).where(Result.submission_id == row.id).order_by(Result.id.desc()).limit(1)).first()
+            for student, row in self.latest(session, assignment, graded=True).items():
+                result = self.result(session, row.id)
                 if result is not None:
                     out[student] = json.loads(result.report)
             return out

@@ -36,9 +36,9 @@ class LocalDispatch:
         self.supervisor = threading.Thread(target=self.supervise, daemon=True, name="dispatcher")
 
     def spawn(self) -> subprocess.Popen:
-        log_file = (self.settings.data / "dispatcher.log").open("ab")
-        return subprocess.Popen([sys.executable, "-m", "vitgrade.service.local", str(self.settings.data)],
-                                stdout=log_file, stderr=subprocess.STDOUT)  # fmt: skip
+        with (self.settings.data / "dispatcher.log").open("ab") as log_file:  # the child keeps its own descriptor
+            return subprocess.Popen([sys.executable, "-m", "vitgrade.service.local", str(self.settings.data)],
+                                    stdout=log_file, stderr=subprocess.STDOUT)  # fmt: skip
 
     def start(self) -> None:
         self.process = self.spawn()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -21,6 +22,21 @@ from ..forked import failed_report, run_child, start_forkserver
 from . import jobs
 from .db import Assignment, Job, Submission
 from .settings import ServiceSettings
+
+log = logging.getLogger("vitgrade.grading")
+
+
+def isolating(backend: str) -> str:
+    """The backend a service grades with. `auto` must find one that keeps the student's code from
+    DATA (every submission, the database): `process` runs it as the service's own user, so only an
+    explicit --backend process gets it."""
+    from ..sandbox import choose
+
+    chosen = choose(backend)
+    if backend == "auto" and chosen == "process":
+        raise RuntimeError("no isolating sandbox works here (bubblewrap namespaces, or root to drop to nobody): student code "
+                           "would run as the service's own user and could read every submission; pass --backend process to accept that")
+    return chosen
 
 
 def submission_path(settings: ServiceSettings, submission: Submission) -> Path:
@@ -45,10 +61,8 @@ class Grader:
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     def __post_init__(self) -> None:
-        from ..sandbox import choose
-
+        self.backend = isolating(self.settings.backend)  # once: every grade on this host uses the same isolation
         self.context = start_forkserver()
-        self.backend = choose(self.settings.backend)  # once: every grade on this host uses the same isolation
         self.versions: dict[str, str] = {}  # suite -> version, for the report of a grade that wrote none
         self.children: dict[int, int] = {}  # job id -> its grading child's pid
         self.stopping = threading.Event()
@@ -85,8 +99,15 @@ class Grader:
 
         def renewing() -> None:
             while not done.wait(self.settings.lease_s / 3):
-                with self.sessions() as session:
-                    jobs.renew(session, job.id, job.attempt, self.settings.lease_s)
+                try:
+                    with self.sessions() as session:
+                        mine = jobs.renew(session, job.id, job.attempt, self.settings.lease_s)
+                except Exception:  # the database hiccuped: try again at the next third of the lease
+                    log.exception("job %d: renewing its lease failed", job.id)
+                    continue
+                if not mine and job.id in self.children:  # reaped (presumed dead): this grade's result would be refused
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.children[job.id], signal.SIGTERM)
 
         renewer = threading.Thread(target=renewing, daemon=True)
         renewer.start()

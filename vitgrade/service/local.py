@@ -32,8 +32,8 @@ class LocalDispatcher:
         self.size = settings.pool_size()
 
     def queues(self, running: dict[Future, Job]) -> tuple[str, ...]:
-        batch = sum(job.queue == QUEUES[1] for job in running.values())
-        return QUEUES if batch < max(1, self.size - 1) else QUEUES[:1]
+        """The queues a free slot may take from: the last free slot (of more than one) is kept for students."""
+        return QUEUES if self.size == 1 or self.size - len(running) > 1 else QUEUES[:1]
 
     def run(self, stop: threading.Event) -> None:
         log.info("grading up to %d at once as %s", self.size, self.grader.owner)

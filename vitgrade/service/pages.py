@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import func, select
 
-from .auth import Caller, lookup
+from .auth import COOKIE, Caller, lookup, same_origin
 from .core import DEFAULT_ASSIGNMENT, EXPORTS, Refused, Service
 from .db import Assignment, Submission
 
@@ -184,8 +184,6 @@ class PageRoute(APIRoute):
 def add_pages(app: FastAPI, service: Service, caller: Callable[[Request], Caller]) -> None:
     """The pages of APP, over SERVICE; CALLER is the API's way to know who is asking (the
     cookie or a bearer token)."""
-    from .app import COOKIE  # app.py imports this module
-
     router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
     def signed_in(request: Request) -> Caller:
@@ -224,6 +222,8 @@ def add_pages(app: FastAPI, service: Service, caller: Callable[[Request], Caller
 
     @router.post("/login")
     def login(request: Request, token: str = Form("")) -> Response:
+        if not same_origin(request.headers, request.url.netloc):  # no signing a victim in as someone else
+            raise Refused(403, "sign in from this site's own login page")
         token = token.strip()
         with service.sessions() as session:
             found = lookup(session, token) if token else None
@@ -233,7 +233,7 @@ def add_pages(app: FastAPI, service: Service, caller: Callable[[Request], Caller
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/", secure=request.url.scheme == "https")
         return response
 
-    @router.api_route("/logout", methods=["GET", "POST"])
+    @router.post("/logout")
     def logout() -> Response:
         response = RedirectResponse("/login", 303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")

@@ -63,8 +63,15 @@ class ServiceSettings(BaseModel):
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         return max(1, min(os.cpu_count() or 1, memory // GRADE_MEMORY_BYTES))
 
-    def save(self) -> None:
+    def private(self) -> None:
+        """DATA and all this process writes in it readable by this user only: a sandbox that drops
+        to another user (nobody) then cannot read any submission or the database."""
+        os.umask(0o077)
         self.data.mkdir(parents=True, exist_ok=True)
+        self.data.chmod(0o700)
+
+    def save(self) -> None:
+        self.private()
         (self.data / SETTINGS_FILE).write_text(self.model_dump_json(indent=2))
 
     @classmethod

@@ -9,6 +9,9 @@ from datetime import datetime
 from .auth import Caller
 from .db import Assignment
 
+# What the code printed during withheld tests would show their inputs: shown with them.
+WITHHELD_OUTPUT = {"text": "", "total_bytes": 0, "truncated": True}
+
 
 def shown(visibility: str, assignment: Assignment, at: datetime) -> bool:
     if visibility == "visible":
@@ -22,10 +25,12 @@ def shown(visibility: str, assignment: Assignment, at: datetime) -> bool:
 
 def for_caller(report: dict, caller: Caller, assignment: Assignment, at: datetime) -> dict:
     """REPORT as CALLER may see it at AT. While tests are withheld, the score is the shown tests'
-    sum and `withheld` counts the others, so no total gives a hidden result away; a picture
-    shows when the test that recorded it does."""
+    sum and `withheld` counts the others, so no total gives a hidden result away, and what the
+    code printed is held back with them; a picture shows when the test that recorded it does. A
+    student never sees the grade's seed."""
     if caller.staff:
         return {**report, "withheld": 0}
+    report = {k: v for k, v in report.items() if k != "seed"}  # the seed of hidden inputs is the grader's
     tests = [t for t in report["tests"] if shown(t["visibility"], assignment, at)]
     withheld = len(report["tests"]) - len(tests)
     if not withheld:
@@ -34,4 +39,4 @@ def for_caller(report: dict, caller: Caller, assignment: Assignment, at: datetim
     figures = {name: figure for name, figure in (report.get("figures") or {}).items() if figure and figure["test"] in names}
     return {**report, "tests": tests, "withheld": withheld, "figures": figures, "score": round(sum(t["score"] for t in tests), 4),
             "max_score": round(sum(t["max_score"] for t in tests), 4), "tests_score": round(sum(t["score"] for t in tests), 4),
-            "adjustments": [], "programs": []}  # fmt: skip
+            "adjustments": [], "programs": [], "student_output": WITHHELD_OUTPUT}  # fmt: skip
