@@ -271,9 +271,9 @@ def test_a_pool_process_killed_before_it_claimed_its_job_gives_the_message_back(
     with psycopg.connect(service.db.replace("+psycopg", "")) as lock:
         lock.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (job_id,))  # the claim's UPDATE waits on this row
         worker = service.workers.start()
-        pool = service.workers.pool(worker)
         waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE 'UPDATE jobs%%'"
         wait_for(lambda: service.sql(waiting)[0][0] == 1, 30, every=0.05, what="the pool process to wait on its claim")
+        pool = service.workers.pool(worker)  # the one waiting now (one that died starting would have been replaced)
         os.kill(pool, signal.SIGKILL)
         wait_for(lambda: not alive(pool), 10, every=0.05, what="the pool process to die")
         lock.rollback()
