@@ -100,6 +100,17 @@ def test_a_student_submits_polls_and_sees_what_their_level_allows(tmp_path: Path
         server.stop(signal.SIGKILL)
 
 
+def test_a_real_grade_through_the_service_scores_what_vitgrade_grade_scores(tmp_path: Path) -> None:
+    """No stub: the dispatcher grades in its sandbox, from a DATA folder closed to other users."""
+    with serving(tmp_path / "data", args=("--suite", "public")) as server:
+        assert (server.data.stat().st_mode & 0o077) == 0
+        student = server.client(server.token("student", "ab1234"))
+        view = finished(student, submit(student).json()["id"], timeout=240)
+        report = view["report"]
+        assert view["state"] == "done" and report["status"] == "ok", view
+        assert report["score"] == report["max_score"] == 18.0, [t["output"] for t in report["tests"] if t["status"] != "passed"]
+
+
 def test_hidden_results_appear_after_the_due_date_and_publication_without_a_regrade(tmp_path: Path) -> None:
     with serving(tmp_path / "data", args=("--grader", STUB), env={"VITGRADE_STUB_SLEEP": "0.1"}) as server:
         student, instructor = server.client(server.token("student", "ab1234")), server.client(server.token("instructor", "prof"))

@@ -64,9 +64,9 @@ class ServiceSettings(BaseModel):
         return max(1, min(os.cpu_count() or 1, memory // GRADE_MEMORY_BYTES))
 
     def private(self) -> None:
-        """DATA and all this process writes in it readable by this user only: a sandbox that drops
-        to another user (nobody) then cannot read any submission or the database."""
-        os.umask(0o077)
+        """DATA open to this user only: a sandbox that drops to another user (nobody) cannot reach any
+        submission or the database. (Not a umask: the sandboxes' own scratch folders must stay open
+        to their workers.)"""
         self.data.mkdir(parents=True, exist_ok=True)
         self.data.chmod(0o700)
 
