@@ -4,8 +4,8 @@ The worker captures what the runner names with `torch.export` (non-strict) and s
 as JSON and its tensors through the data-only channel. The runner never runs the student's
 Python: it parses the graph against this module's schema, accepts only the ATen operators in
 ALLOWED (pure tensor math, nothing that reads or writes files, calls Python or data-dependent
-code), propagates shapes on the meta device before anything runs (every tensor and the total
-work bounded), and then executes the graph itself, operator by operator, with the inputs,
+code), propagates shapes before anything runs (vitgrade.shapes, then the meta device; every
+tensor and the total work bounded), and then executes the graph itself, operator by operator, with the inputs,
 weights and seeds it chooses. A worker can hand in any program; that program is what is graded.
 
 The same module writes the format (in the worker, `capture`) and reads it (in the runner,
@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import save
 
 from .protocol import first_error
+from .shapes import infer
 
 MAX_NODES = 20_000
 MAX_ELEMENTS = 1 << 25  # one tensor (128 MiB of float32)
@@ -304,7 +305,9 @@ class Program:
             args = _read(node.args, env, device)
             kwargs = _read(node.kwargs, env, device)
             try:
-                value = fn(*args, **kwargs)
+                value = infer(node.op, args, kwargs) if measure else None
+                if value is None:  # no rule for this call (or a real run): torch runs it
+                    value = fn(*args, **kwargs)
             except ProgramError:
                 raise
             except Exception as exc:
@@ -450,6 +453,8 @@ def pair_outputs(value: Any, grad_output: Any) -> tuple[list[torch.Tensor], list
     outputs, chosen = [], []
     for out, grad in zip(values, grads):
         if grad is not None and isinstance(out, torch.Tensor) and out.requires_grad:
+            if out.shape != grad.shape:
+                raise RuntimeError(f"an output of shape {tuple(out.shape)} gets a gradient of shape {tuple(grad.shape)}")
             outputs.append(out)
             chosen.append(grad.to(out.dtype))
     if not outputs:

@@ -4,10 +4,44 @@ so all train exactly the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 import torch.nn as nn
+
+
+class AdamW:
+    """torch.optim.AdamW as it runs on the CPU (its single-tensor update), operation for operation,
+    so a run matches torch's. torch's own optimizer imports torch._dynamo when it is made: about
+    100 MB in the trusted process, for a loop that needs none of it."""
+
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, weight_decay: float,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:  # fmt: skip
+        self.params = list(params)
+        self.lr, self.weight_decay, self.betas, self.eps = lr, weight_decay, betas, eps
+        self.state: dict[int, tuple[float, torch.Tensor, torch.Tensor]] = {}  # step, exp_avg, exp_avg_sq
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        beta1, beta2 = self.betas
+        for i, param in enumerate(self.params):
+            if param.grad is None:
+                continue  # as torch: no update and no step counted for a parameter without a gradient
+            step, exp_avg, exp_avg_sq = self.state.get(i) or (0.0, torch.zeros_like(param), torch.zeros_like(param))
+            step += 1
+            self.state[i] = (step, exp_avg, exp_avg_sq)
+            grad = param.grad
+            param.mul_(1 - self.lr * self.weight_decay)
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            step_size = self.lr / (1 - beta1**step)
+            denom = (exp_avg_sq.sqrt() / (1 - beta2**step) ** 0.5).add_(self.eps)
+            param.addcdiv_(exp_avg, denom, value=-step_size)
 
 
 def train(
@@ -23,13 +57,13 @@ def train(
     """The grader's own training loop (seeded AdamW, fixed step budget) on the student's model."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
     losses = []
     for _ in range(steps):
         batch = torch.randint(0, images.shape[0], (batch_size,), generator=generator)
         loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))

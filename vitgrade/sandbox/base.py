@@ -24,7 +24,7 @@ from typing import Any
 
 from .cgroups import Cgroup
 
-WORKER_FILES = ("__init__.py", "protocol.py", "program.py", "training.py", "worker.py")
+WORKER_FILES = ("__init__.py", "protocol.py", "program.py", "shapes.py", "training.py", "worker.py")
 BOOT = "import sys; sys.path[:0] = sys.argv[1:]; import vitgrade.worker as w; w.main()"
 OUTPUT_CAP = 64 << 10
 
