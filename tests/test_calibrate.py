@@ -73,3 +73,48 @@ def test_patterns_from_the_hidden_seed_defeat_a_detector() -> None:
     public = held_out_accuracy(build(DETECTOR_VIT, SETTINGS, 7), SETTINGS, 7)
     hidden = held_out_accuracy(build(DETECTOR_VIT, SETTINGS, 123457), SETTINGS, 123457)
     assert public > 0.95 and hidden < SETTINGS["full_credit"], (public, hidden)
+
+
+def test_the_grader_s_adamw_is_torch_s() -> None:
+    """The loop's own AdamW (torch's imports torch._dynamo) takes torch's steps exactly, so the
+    calibration measured with torch's optimizer holds for it. Both run here, in one process."""
+    import torch
+
+    from vitgrade.training import AdamW
+
+    def trained(make):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))
+        unused = torch.nn.Parameter(torch.ones(2))  # never gets a gradient: no step, as in torch
+        optimizer = make([*model.parameters(), unused])
+        for step in range(30):
+            x = torch.randn(16, 6, generator=torch.Generator().manual_seed(step))
+            loss = model(x).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return [p.detach() for p in model.parameters()] + [unused.detach()]
+
+    ours = trained(lambda params: AdamW(params, lr=2e-3, weight_decay=0.01))
+    theirs = trained(lambda params: torch.optim.AdamW(params, lr=2e-3, weight_decay=0.01))
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    assert not torch.equal(ours[0], trained(lambda params: AdamW(params, lr=2e-3, weight_decay=0.0))[0])
+
+
+def test_a_calibration_grows_over_sittings(tmp_path) -> None:
+    """--add-to runs the seeds after those a file holds and rewrites its summary over all runs, keeping
+    the loss band: the thousands of runs a 1-in-1000 bound needs can be spread over several sittings."""
+    import json
+
+    from tests.conftest import vitgrade
+
+    recorded = {"first_seed": 1000, "accuracies": [0.97, 0.98], "loss_band": {"runs": 1, "low": [0.7], "high": [0.7]}}
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(recorded))
+    done = vitgrade("calibrate", "--add-to", str(path), "--seeds", "1", "--jobs", "1")
+    assert done.returncode == 0, done.stderr
+    grown = json.loads(path.read_text())
+    assert grown["seeds"] == 3 and grown["accuracies"][:2] == [0.97, 0.98] and 0.85 < grown["accuracies"][2] <= 1
+    assert grown["first_seed"] == 1000 and grown["loss_band"] == recorded["loss_band"]
+    assert grown["full_credit"]["fail_rate_upper_95"] == pytest.approx(1 - 0.05 ** (1 / 3), abs=1e-6)
+    assert "accuracies" not in json.loads(done.stdout)

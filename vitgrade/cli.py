@@ -207,10 +207,13 @@ def doctor() -> None:
 @click.option("--first-seed", type=int, default=1000, show_default=True)
 @click.option("--jobs", type=int, default=2, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), help="also write the figures as JSON")
-def calibrate(suite: str, seeds: int, first_seed: int, jobs: int, out: Path | None) -> None:
+@click.option("--add-to", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="a calibration JSON to grow: run the seeds after the ones it holds and rewrite it over all runs")  # fmt: skip
+def calibrate(suite: str, seeds: int, first_seed: int, jobs: int, out: Path | None, add_to: Path | None) -> None:
     """Train the reference on many seeds with the training check's settings; print its accuracy
     distribution and the estimated false-fail rate of each threshold."""
     from .runner.calibrate import calibrate as run
+    from .runner.calibrate import extended
     from .runner.suite import SuiteError, resolve
 
     try:
@@ -219,13 +222,20 @@ def calibrate(suite: str, seeds: int, first_seed: int, jobs: int, out: Path | No
         fail(str(exc))
     if chosen.reference is None or "train" not in chosen.config:
         fail(f"the {suite} suite has no reference or no [train] settings to calibrate")
-    if seeds < 20:
+    recorded = json.loads(add_to.read_text()) if add_to else None
+    if recorded is not None:
+        first_seed = recorded.get("first_seed", 1000) + len(recorded["accuracies"])
+    elif seeds < 20:
         fail("calibrate needs at least 20 seeds")
     result = run(chosen.reference, chosen.config["train"], list(range(first_seed, first_seed + seeds)), jobs)
-    summary = result.summary()
-    click.echo(json.dumps(summary, indent=2))
-    if out:
-        write(out, json.dumps({**summary, "accuracies": result.accuracies}, indent=2))
+    if recorded is None:
+        summary = {**result.summary(), "first_seed": first_seed, "accuracies": result.accuracies}
+    else:
+        summary = extended(recorded, result)
+    for path in (add_to, out):
+        if path:
+            write(path, json.dumps(summary, indent=2))
+    click.echo(json.dumps({k: v for k, v in summary.items() if k != "accuracies"}, indent=2))
 
 
 @main.command()

@@ -102,6 +102,15 @@ def held_out_accuracy(model: torch.nn.Module, settings: dict[str, Any], seed: in
     return training_check(model, settings, seed)[0]
 
 
+def extended(recorded: dict[str, Any], more: Calibration) -> dict[str, Any]:
+    """A calibration file grown by runs on the seeds that follow the ones it holds: the summary over
+    all of its accuracies, its loss band kept. Proving a small fail rate takes thousands of runs
+    (binomial_upper), so a calibration grows over several sittings."""
+    grown = Calibration(list(recorded["accuracies"]) + more.accuracies, more.thresholds)
+    return {**grown.summary(), "first_seed": recorded.get("first_seed", 1000), "loss_band": recorded.get("loss_band"),
+            "accuracies": grown.accuracies}  # fmt: skip
+
+
 def calibrate(reference: Path, settings: dict[str, Any], seeds: list[int], jobs: int) -> Calibration:
     with ProcessPoolExecutor(jobs) as pool:
         runs = list(pool.map(one_run, [str(reference)] * len(seeds), [settings] * len(seeds), seeds))
