@@ -1,10 +1,15 @@
 """Real servers for the service's tests: `vitgrade serve` as a process on a free loopback port,
 PostgreSQL (initdb in a temporary folder, run as the postgres user when we are root) and
-redis-server. Each stops when its test or session ends."""
+redis-server. Each stops when its test or session ends.
+
+.ci/run starts one PostgreSQL and one redis-server for the whole run and names them in
+VITGRADE_TEST_POSTGRES_URL and VITGRADE_TEST_REDIS_URL; without them (a developer's machine) the
+tests start their own. Either way a test gets a database of its own in each."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -13,15 +18,21 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+import psycopg
+from redis import Redis as RedisClient
 
 REPO = Path(__file__).resolve().parents[1]
 STUB = "tests.stub_grade:grade"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+POSTGRES_URL, REDIS_URL = "VITGRADE_TEST_POSTGRES_URL", "VITGRADE_TEST_REDIS_URL"  # servers .ci/run started
+REDIS_DATABASES = itertools.count()  # the shared redis-server's databases 1 to 15 in turn, one per test
 
 
 def free_port() -> int:
@@ -132,8 +143,12 @@ def as_postgres(command: list[str]) -> list[str]:
 
 @contextlib.contextmanager
 def postgres() -> Iterator[str]:
-    """A PostgreSQL server on a free loopback port with a database `vitgrade`; yields its URL. Its
-    folder is its own (pytest's tmp_path is closed to the postgres user)."""
+    """A PostgreSQL server's URL: .ci/run's, or one on a free loopback port with a database
+    `vitgrade`, started here and stopped at the end. Its folder is its own (pytest's tmp_path is
+    closed to the postgres user). A test takes a fresh_database in it."""
+    if os.environ.get(POSTGRES_URL):
+        yield os.environ[POSTGRES_URL]
+        return
     folder = Path(tempfile.mkdtemp(prefix="pg-for-tests-"))  # not vitgrade-*: a grade leaves none of those
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
@@ -150,16 +165,27 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def fresh_database(url: str) -> str:
+    """A new, empty database in the PostgreSQL server of URL, so that a test sees only its own rows; its URL."""
+    name = "t" + uuid.uuid4().hex[:12]
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
 @dataclass
 class Redis:
-    """redis-server on a free loopback port, without persistence; it can be stopped and started again."""
+    """redis-server on a free loopback port, without persistence; it can be stopped and started
+    again. (Or, from `redis_instance`, a database of the shared server, which it does not stop.)"""
 
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    host: str = "127.0.0.1"
+    db: int = 0
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/{self.db}"
 
     def start(self) -> Redis:
         self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -171,3 +197,22 @@ class Redis:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(20)
+
+
+@contextlib.contextmanager
+def redis_instance(own: bool = False) -> Iterator[Redis]:
+    """Redis for one test: a database of its own, emptied, in .ci/run's redis-server, or a
+    redis-server started here and stopped at the end (always when OWN: for a test that stops it)."""
+    shared = os.environ.get(REDIS_URL)
+    if shared and not own:
+        where = urlsplit(shared)
+        server = Redis(port=where.port or 6379, host=where.hostname or "127.0.0.1", db=1 + next(REDIS_DATABASES) % 15)
+        with RedisClient.from_url(server.url) as client:
+            client.flushdb()
+        yield server
+        return
+    server = Redis().start()
+    try:
+        yield server
+    finally:
+        server.stop()

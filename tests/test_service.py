@@ -6,25 +6,31 @@ from __future__ import annotations
 import io
 import json
 import signal
+import socket
 import threading
 import time
-import uuid
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.orm import sessionmaker
 
-from vitgrade.service import jobs
-from vitgrade.service.db import Job, Result, Submission, connect, migrate, sessions
+from vitgrade.service import celery_app, jobs
+from vitgrade.service import db as database
+from vitgrade.service.auth import Caller
+from vitgrade.service.core import Service
+from vitgrade.service.db import Assignment, Job, Result, Submission, UtcDateTime, connect, migrate, sessions
+from vitgrade.service.dispatch import CeleryDispatch
+from vitgrade.service.settings import ServiceSettings
 from vitgrade.service.webhooks import HEADER, verify
 
-from .servers import STUB, Server, postgres, serving, wait_for
+from .servers import STUB, Server, fresh_database, postgres, serving, wait_for
 
 CORRECT = Path(__file__).parent / "corpus" / "correct" / "einops_rearrange.py"
 STUDENT_SEES_BEFORE_DUE = ["a visible test"]
@@ -39,13 +45,7 @@ def pg_server() -> Iterator[str]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest) -> str | None:
     """None (SQLite in the server's folder) or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return None
-    url = request.getfixturevalue("pg_server")
-    name = "t" + uuid.uuid4().hex[:12]
-    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return url.rsplit("/", 1)[0] + "/" + name
+    return None if request.param == "sqlite" else fresh_database(request.getfixturevalue("pg_server"))
 
 
 def stub_server(folder: Path, db: str | None = None, *args: str, **env: str) -> Server:
@@ -132,6 +132,35 @@ def test_hidden_results_appear_after_the_due_date_and_publication_without_a_regr
         assert student.get(f"/api/v1/submissions/{submission}").json()["attempts"] == 1  # the same grade, read again
 
 
+def answer_before_the_body(server: Server, path: str, length: int, **headers: str) -> bytes:
+    """The head of what comes back to a multipart POST to PATH whose body is said to be LENGTH
+    bytes, of which only the first 1 KiB is sent; a timeout if the server waits for the rest."""
+    head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.py"\r\n\r\n'
+    fields = {"host": f"127.0.0.1:{server.port}", "content-type": "multipart/form-data; boundary=b", "content-length": str(length), **headers}
+    request = f"POST {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items()) + "\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(request.encode() + head + b"#" * 1024)
+        return sock.recv(65536).split(b"\r\n\r\n", 1)[0]
+
+
+def test_concurrent_uploads_never_pass_the_daily_quota(tmp_path: Path, db: str | None) -> None:
+    """Twelve uploads at once by one student with a quota of 3: the count and the insert are one
+    transaction each, taken one at a time, so exactly 3 pass."""
+    with serving(tmp_path / "data", db=db, args=("--grader", STUB, "--daily-quota", "3"), env={"VITGRADE_STUB_SLEEP": "0.1"}) as server:
+        token = server.token("student", "ab1234")
+        together = threading.Barrier(12)
+
+        def upload(_: int) -> int:
+            with server.client(token) as client:
+                together.wait()
+                return submit(client).status_code
+
+        with ThreadPoolExecutor(12) as pool:
+            codes = sorted(pool.map(upload, range(12)))
+        assert codes == [202] * 3 + [429] * 9
+        assert server.client(token).get("/api/v1/quota").json()["used"] == 3
+
+
 def test_refusals_say_why_and_never_show_the_data(tmp_path: Path) -> None:
     args = ("--grader", STUB, "--max-upload-mb", "1", "--daily-quota", "2")
     with serving(tmp_path / "data", args=args, env={"VITGRADE_STUB_SLEEP": "0.1"}) as server:
@@ -167,6 +196,15 @@ def test_refusals_say_why_and_never_show_the_data(tmp_path: Path) -> None:
             assert refused.status_code == 422, (bad, refused.text)
         assert instructor.put("/api/v1/assignments/not a name", json={}).status_code == 422
         assert instructor.put("/api/v1/assignments/hw5", json={"suite": "public", "due": "2026-12-10T23:59:00-05:00"}).status_code == 200
+
+        for headers in ({}, {"authorization": "Bearer vg_not-a-token"}):  # answered before the body (most of a MiB) is sent
+            refused = answer_before_the_body(server, "/api/v1/submissions", 1000_000, **headers)
+            assert refused.startswith(b"HTTP/1.1 401 ") and b"www-authenticate: Bearer" in refused
+        whole = server.client("vg_not-a-token").post("/api/v1/submissions", files={"file": ("big.py", b"#" * 1000_000)})
+        assert whole.status_code == 401  # a client that sends the whole body anyway still reads the answer
+        for headers in ({"accept": "text/html"}, {"accept": "text/html", "cookie": "vitgrade_token=vg_not-a-token", "origin": server.url}):
+            to_login = answer_before_the_body(server, "/submit", 1000_000, **headers)  # the page's way: to /login
+            assert to_login.startswith(b"HTTP/1.1 303 ") and b"location: /login" in to_login
 
         big = alice.post("/api/v1/submissions", files={"file": ("big.py", b"#" * (2 << 20))})
         assert big.status_code == 413 and "larger than" in big.json()["detail"]
@@ -322,19 +360,24 @@ def test_every_queued_job_is_graded_once_across_a_server_killed_mid_queue(tmp_pa
         server.stop(signal.SIGKILL)
 
 
-def test_a_presumed_dead_attempt_cannot_overwrite_a_later_one(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'q.db'}"
+def queued(url: str, count: int = 1) -> tuple[sessionmaker, list[Job]]:
+    """The schema at URL with COUNT submissions to hw4, each with its job queued; the sessions and the jobs."""
     migrate(url)
     make = sessions(connect(url))
     with make() as session:
-        from vitgrade.service.db import Assignment
-
         session.add(Assignment(name="hw4", suite="public", daily_quota=5, published=False))
-        row = Submission(id="s1", assignment="hw4", student="ab1234", filename="a.py", sha256="0" * 64, size=1, seed=1)
-        session.add(row)
+        rows = [Submission(id=f"s{i}", assignment="hw4", student=f"st{i}", filename="a.py", sha256="0" * 64, size=1, seed=1)
+                for i in range(count)]  # fmt: skip
+        session.add_all(rows)
         session.flush()
-        jobs.enqueue(session, row, "interactive")
+        made = [jobs.enqueue(session, row, "interactive") for row in rows]
         session.commit()
+    return make, made
+
+
+def test_a_presumed_dead_attempt_cannot_overwrite_a_later_one(tmp_path: Path) -> None:
+    make, _ = queued(f"sqlite:///{tmp_path / 'q.db'}")
+    with make() as session:
         first = jobs.claim(session, "host:1", lease_s=0.01)
         assert first is not None and first.attempt == 1
         assert jobs.claim(session, "host:2", lease_s=30) is None  # running: nobody else takes it
@@ -348,3 +391,79 @@ def test_a_presumed_dead_attempt_cannot_overwrite_a_later_one(tmp_path: Path) ->
         assert jobs.finish(session, first.id, 2, report, "{}", None)
         assert not jobs.finish(session, first.id, 2, report, "{}", None)  # and a result is written once
         assert len(session.scalars(select(Result)).all()) == 1
+
+
+def test_a_host_clock_an_hour_ahead_does_not_expire_a_live_lease(pg_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lease set by one host and read by another (the reaper, a Celery task) is timed by the
+    database's clock: a host whose own clock runs an hour ahead sees it live, and renews it by the
+    database's clock too."""
+    make, _ = queued(fresh_database(pg_server))
+    settings = ServiceSettings(data=Path("unused"), lease_s=30.0)
+    with make() as session:
+        job = jobs.claim(session, "host:1", lease_s=30)
+        assert job is not None
+    ahead = lambda: datetime.now(UTC) + timedelta(hours=1)  # noqa: E731
+    for module in (database, jobs, celery_app):  # this host's clock, wherever a service module reads it
+        monkeypatch.setattr(module, "now", ahead, raising=False)
+    with make() as session:
+        assert jobs.reap(session, max_attempts=3) == []
+        assert celery_app.take(session, job.id, settings, "host:2") is None  # running under a live lease: not taken
+        assert jobs.renew(session, job.id, 1, 30)
+        expires = session.scalar(select(Job.lease_expires).where(Job.id == job.id))
+        assert expires is not None and expires < datetime.now(UTC) + timedelta(seconds=31)
+
+
+def test_the_eta_counts_the_graders_the_database_sees_not_this_hosts_pool(tmp_path: Path) -> None:
+    """Under Celery the graders are on other hosts: the jobs running (4, where this host's pool
+    is 1) say how many grade at once, the recent results how long a grade takes."""
+    make, made = queued(f"sqlite:///{tmp_path / 'q.db'}", 12)
+    with make() as session:
+        for _ in range(2):
+            job = jobs.claim(session, "host:1", lease_s=30)
+            assert job is not None and jobs.finish(session, job.id, 1, {"status": "ok", "score": 1.0, "max_score": 1.0,
+                                                                         "duration_s": 10.0}, "{}", None)  # fmt: skip
+        for _ in range(4):
+            assert jobs.claim(session, "host:2", lease_s=30) is not None
+    service = Service(ServiceSettings(data=tmp_path, pool=1), make, dispatch=None)  # type: ignore[arg-type]
+    last = service.get(Caller("prof", "instructor"), made[-1].submission_id)
+    assert last["state"] == "queued" and last["position"] == 5
+    assert last["eta_s"] == (5 // 4 + 1) * 10.0
+
+
+def test_the_sweep_resends_what_was_queued_a_lease_ago_counting_from_its_last_queueing(tmp_path: Path) -> None:
+    """A job queued again (released after its grader died) is as new to the sweep as one just
+    submitted, however long ago it was first queued or last claimed."""
+    make, (old, requeued, new) = queued(f"sqlite:///{tmp_path / 'q.db'}", 3)
+    long_ago = datetime.now(UTC) - timedelta(seconds=100)
+    with make() as session:
+        session.execute(update(Job).where(Job.id == old.id).values(queued_at=long_ago))
+        session.execute(update(Job).where(Job.id == requeued.id).values(queued_at=long_ago, created_at=long_ago))
+        session.commit()
+        claimed = jobs.claim(session, "host:1", lease_s=30, job_id=requeued.id)
+        assert claimed is not None
+        session.execute(update(Job).where(Job.id == requeued.id).values(started_at=long_ago))
+        session.commit()
+        assert jobs.release(session, requeued.id, 1, "its grade died", max_attempts=3) == "queued"
+
+    class Unsent:
+        def mark(self, job_id: int, only_if_absent: bool = False) -> bool:
+            return True
+
+    dispatch = CeleryDispatch(ServiceSettings(data=tmp_path, lease_s=3.0, dispatcher="celery", broker="redis://127.0.0.1:9/0"))
+    dispatch.sessions, dispatch.sent = make, Unsent()  # type: ignore[assignment]
+    dispatch.sweep()
+    assert [dispatch.outbox.get_nowait()] == [(old.id, "interactive")] and dispatch.outbox.empty()  # not NEW either
+
+
+def test_jobs_queued_before_the_queued_at_migration_get_their_creation_time(tmp_path: Path, db: str | None) -> None:
+    url = db or f"sqlite:///{tmp_path / 'm.db'}"
+    migrate(url, "0001")
+    at = {"at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)}
+    with connect(url).begin() as connection:
+        connection.execute(text("INSERT INTO assignments (name, suite, published, daily_quota) VALUES ('hw4', 'public', :no, 5)"), {"no": False})
+        for insert in ("INSERT INTO submissions (id, assignment, student, filename, sha256, size, seed, created_at) VALUES ('s1', 'hw4', 'ab', 'a.py', '', 1, 1, :at)",
+                       "INSERT INTO jobs (submission_id, queue, state, attempt, created_at) VALUES ('s1', 'interactive', 'queued', 0, :at)"):
+            connection.execute(text(insert).bindparams(bindparam("at", type_=UtcDateTime())), at)
+    migrate(url)
+    with sessions(connect(url))() as session:
+        assert session.scalar(select(Job.queued_at)) == at["at"]

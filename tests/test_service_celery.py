@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from redis import Redis as RedisClient
 from vitgrade.service.celery_app import Sent, make_app, send
 from vitgrade.service.settings import ServiceSettings
 
-from .servers import REPO, STUB, Redis, Server, environment, postgres, wait_for
+from .servers import REPO, STUB, Redis, Server, environment, fresh_database, postgres, redis_instance, wait_for
 
 CORRECT = Path(__file__).parent / "corpus" / "correct" / "einops_rearrange.py"
 LEASE_S = "3"  # the reaper and the sweep run every second; a dead grader's job is requeued within about 4 s
@@ -40,19 +39,14 @@ def pg_server() -> Iterator[str]:
 @pytest.fixture
 def db(pg_server: str) -> str:
     """A fresh database of its own for each test, in the module's PostgreSQL."""
-    name = "c" + uuid.uuid4().hex[:12]
-    with psycopg.connect(pg_server.replace("+psycopg", ""), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return pg_server.rsplit("/", 1)[0] + "/" + name
+    return fresh_database(pg_server)
 
 
 @pytest.fixture
-def redis() -> Iterator[Redis]:
-    server = Redis().start()
-    try:
+def redis(request: pytest.FixtureRequest) -> Iterator[Redis]:
+    """A Redis database of the test's own; a test that stops its Redis parametrizes this "own" (a server of its own)."""
+    with redis_instance(own=getattr(request, "param", None) == "own") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def parent(pid: int) -> int:
@@ -282,6 +276,7 @@ def test_a_pool_process_killed_before_it_claimed_its_job_gives_the_message_back(
     service.graded_once_each(submissions, views)
 
 
+@pytest.mark.parametrize("redis", ["own"], indirect=True)
 def test_jobs_wait_while_redis_is_down_and_run_when_it_is_back(service: Service, redis: Redis) -> None:
     client = service.client()
     service.workers.start()

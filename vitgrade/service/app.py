@@ -1,8 +1,9 @@
 """The HTTP API (FastAPI): `create_app(settings)` wires the database, the dispatcher, the reaper
 and the webhook sender, all held by the app (the service keeps no module state).
 
-Uploads are capped before multipart parsing (413); callers authenticate with a bearer token (or
-the pages' cookie); a refusal is JSON {"detail": ...} with its status."""
+Uploads are capped, and their callers authenticated, before the multipart body is read (413,
+401); callers authenticate with a bearer token (or the pages' cookie); a refusal is JSON
+{"detail": ...} with its status."""
 
 from __future__ import annotations
 
@@ -29,23 +30,30 @@ from .auth import COOKIE, SAFE_METHODS, Caller, lookup, same_origin
 from .core import Refused, Service
 from .db import Assignment, Job, connect, migrate, sessions
 from .dispatch import DISPATCHERS, periodically
-from .pages import add_pages
+from .pages import add_pages, to_login
 from .settings import QUEUES, ServiceSettings
 from .webhooks import Sender
 
 NAME = r"^[A-Za-z0-9_.-]{1,64}$"  # an assignment's name: it is a path segment and a CSV file name
+UPLOADS = {"/api/v1/submissions": False, "/submit": True}  # the routes POSTed an upload to, and whether each is a page's
 
 
 class TooLarge(Exception):
     pass
 
 
+def refusal(exc: Refused) -> JSONResponse:
+    return JSONResponse({"detail": exc.message}, exc.status, headers=exc.headers)
+
+
 class UploadCap:
     """ASGI middleware: a body over LIMIT bytes is refused with 413 before anything parses it, by
-    its Content-Length when it states one and by counting when it is streamed."""
+    its Content-Length when it states one and by counting when it is streamed; and an upload whose
+    caller AUTHENTICATE does not know is refused before its body is read (the API's 401, or the
+    page's way to /login), so that nobody without a token makes the service spool a body."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, authenticate: Callable[[Request], Caller]) -> None:
+        self.app, self.limit, self.authenticate = app, limit, authenticate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,6 +63,10 @@ class UploadCap:
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             return await self.refuse(send, html)
+        if scope["method"] == "POST" and scope["path"] in UPLOADS:
+            unknown = await self.unknown(Request(scope), UPLOADS[scope["path"]])
+            if unknown is not None:
+                return await unknown(scope, receive, send)
         seen = 0
         over = refused = False
 
@@ -79,6 +91,15 @@ class UploadCap:
             await self.app(scope, counted, sending)
         if over and not refused:
             await self.refuse(send, html)
+
+    async def unknown(self, request: Request, page: bool) -> Response | None:
+        """The response to an upload from a caller without a valid token (None: the route decides, as for any other refusal)."""
+        try:
+            await run_in_threadpool(self.authenticate, request)
+        except Refused as exc:
+            if exc.status == 401:
+                return to_login(request) if page else refusal(exc)
+        return None
 
     async def refuse(self, send: Send, html: bool) -> None:
         message = b"the upload is larger than this service accepts (%d bytes)" % self.limit
@@ -180,20 +201,6 @@ def create_app(settings: ServiceSettings, background: bool = True) -> FastAPI:
     app = FastAPI(title="vitgrade", version=__version__, lifespan=lifespan,
                   description="Grades the Vision Transformer homework (HW4) as a service.")  # fmt: skip
     app.state.service = service
-    app.add_middleware(UploadCap, limit=settings.max_upload_bytes)
-
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "other")
-        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
-        return response
-
-    @app.exception_handler(Refused)
-    async def refused(request: Request, exc: Refused) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, exc.status, headers=exc.headers)
 
     def caller(request: Request) -> Caller:
         header = request.headers.get("authorization", "")
@@ -207,6 +214,20 @@ def create_app(settings: ServiceSettings, background: bool = True) -> FastAPI:
         return found
 
     app.state.caller = caller
+    app.add_middleware(UploadCap, limit=settings.max_upload_bytes, authenticate=caller)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "other")
+        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> JSONResponse:
+        return refusal(exc)
 
     @app.post("/api/v1/submissions", status_code=202)
     async def submit(file: UploadFile = File(...), assignment: str | None = Form(None), student: str | None = Form(None),

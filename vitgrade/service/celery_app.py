@@ -20,8 +20,9 @@ child of its own warm fork server (started when the pool process starts, so its 
 and the engine overlap the wait for the first message). A pool process is forked by billiard from
 the worker's main process, which never starts a fork server, opens a database connection or
 starts a thread that a fork would copy; multiprocessing's forkserver context works from the pool
-process (billiard's daemon flag is its own, not multiprocessing's). The grade itself runs in the
-fork server's child in a session of its own, as under the local dispatcher.
+process once free_multiprocessing has run there. The pool process's state (its Slot) is held by
+the app (GradingApp), not by this module. The grade itself runs in the fork server's child in a
+session of its own, as under the local dispatcher.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from sqlalchemy.orm import sessionmaker
 
 from ..forked import STOP_GRACE_S
 from . import jobs
-from .db import Job, connect, now, sessions
+from .db import Job, connect, sessions
 from .grading import Grader
 from .settings import QUEUES, ServiceSettings
 
@@ -61,13 +62,13 @@ def visibility_timeout_s(settings: ServiceSettings) -> float:
     return hard_limit_s(settings) + VISIBILITY_MARGIN_S
 
 
-def make_app(settings: ServiceSettings, publisher: bool = False) -> Celery:
+def make_app(settings: ServiceSettings, publisher: bool = False) -> GradingApp:
     """The Celery app for SETTINGS. PUBLISHER (the API's): a send fails fast when the broker is
     down (the job stays queued in the database and the sweep sends it again), where a worker keeps
     trying to reconnect for as long as it runs."""
     if not (settings.broker or "").startswith(("redis://", "rediss://")):
         raise ValueError(f"the celery dispatcher needs a Redis broker (--broker redis://HOST:6379/0), not {settings.broker!r}")
-    app = Celery("vitgrade", broker=settings.broker, set_as_current=False)
+    app = GradingApp(settings, broker=settings.broker, set_as_current=False)
     transport: dict[str, Any] = {"visibility_timeout": visibility_timeout_s(settings),
                                  "queue_order_strategy": "priority"}  # a worker on both queues empties interactive first  # fmt: skip
     if publisher:
@@ -146,54 +147,49 @@ def send(app: Celery, sent: Sent, job_id: int, queue: str) -> None:
 class Slot:
     """What one pool process keeps between tasks: its database sessions and its Grader (with its warm fork server)."""
 
-    settings: ServiceSettings
     sessions: sessionmaker
     grader: Grader
     sent: Sent
 
 
-_slot: Slot | None = None  # per pool process, made when it starts (never in the main process: a fork would copy it)
-_settings: ServiceSettings | None = None  # the worker's settings, set in the main process before the pool forks
-_main_process: multiprocessing.process.BaseProcess | None = None  # multiprocessing's view of the main process, likewise
+class GradingApp(Celery):
+    """The Celery app of a service: its SETTINGS, and in a pool process the Slot that grades there,
+    made when the pool process starts (never in the worker's main process: a fork would copy it).
+    Tasks reach it through their app, the worker's signals through the handlers bound to it."""
+
+    def __init__(self, settings: ServiceSettings, **options: Any) -> None:
+        super().__init__("vitgrade", **options)
+        self.settings = settings
+        self.slot: Slot | None = None
+
+    def grading_slot(self) -> Slot:
+        """This pool process's Slot, made at the first call (start_slot's, when the pool process starts)."""
+        if self.slot is None:
+            free_multiprocessing()
+            made = sessions(connect(self.settings.db_url))
+            self.slot = Slot(made, Grader(self.settings, made), Sent(self.settings))
+        return self.slot
+
+    def start_slot(self, **_: object) -> None:
+        """worker_process_init: a new pool process starts its fork server now, not at its first message."""
+        self.grading_slot()
+
+    def stop_slot(self, **_: object) -> None:
+        """worker_process_shutdown: stop any grade in progress; its job goes back to the queue."""
+        if self.slot is not None:
+            self.slot.grader.stop()
 
 
-def slot() -> Slot:
-    global _slot
-    if _slot is None or _slot.grader.owner != owner():
-        assert _settings is not None, "the worker's settings are set before its pool starts"
-        standalone()
-        made = sessions(connect(_settings.db_url))
-        _slot = Slot(_settings, made, Grader(_settings, made, owner=owner()), Sent(_settings))
-    return _slot
-
-
-def standalone() -> None:
-    """Let multiprocessing start children from this pool process. billiard makes its own process
-    object multiprocessing's current process, and that one is daemonic (multiprocessing refuses
-    a daemonic process children) with an authentication key that only billiard may pickle (the
-    fork server's children could not be started). The pool process takes back the worker's main
-    process object, under its own name: its children are its fork server, which exits with it,
-    and one grade at a time, in a session of its own, which stop_slot stops when the pool
-    process is shut down."""
+def free_multiprocessing() -> None:
+    """Let multiprocessing start children (the fork server and its grades) from this billiard pool
+    process. billiard makes its own process object multiprocessing's current process too, and that
+    one is daemonic (multiprocessing refuses a daemonic process children) with an authentication key
+    that only billiard may pickle (multiprocessing pickles it for each grade the fork server starts).
+    The pool process's children are its fork server, which exits with it, and one grade at a time,
+    in a session of its own, which stop_slot stops when the pool process is shut down."""
     current = multiprocessing.current_process()
-    if _main_process is not None and current is not _main_process:
-        _main_process._name = current.name  # type: ignore[attr-defined]  # log lines still name ForkPoolWorker-N
-        multiprocessing.process._current_process = _main_process  # type: ignore[attr-defined]
-
-
-def owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def start_slot(**_: object) -> None:
-    """worker_process_init: a new pool process starts its fork server now, not at its first message."""
-    slot()
-
-
-def stop_slot(**_: object) -> None:
-    """worker_process_shutdown: stop any grade in progress; its job goes back to the queue."""
-    if _slot is not None:
-        _slot.grader.stop()
+    current.daemon = False
+    current._config["authkey"] = multiprocessing.process.AuthenticationString(current.authkey)  # type: ignore[attr-defined]
 
 
 def take(session: Any, job_id: int, settings: ServiceSettings, who: str) -> Job | None:
@@ -201,22 +197,16 @@ def take(session: Any, job_id: int, settings: ServiceSettings, who: str) -> Job 
     now: done, failed, unknown, or running under a live lease (another attempt has it). A job
     whose lease expired (its grader died) is released first, as the reaper would."""
     job = jobs.claim(session, who, settings.lease_s, job_id=job_id)
-    if job is not None:
+    if job is not None or jobs.release_if_expired(session, job_id, settings.max_attempts) != "queued":
         return job
-    row = session.get(Job, job_id, populate_existing=True)
-    if row is None or row.state != "running" or row.lease_expires is None or row.lease_expires >= now():
-        return None
-    reason = "its grading worker stopped renewing its lease"
-    if jobs.release(session, row.id, row.attempt, reason, settings.max_attempts) != "queued":
-        return None
     return jobs.claim(session, who, settings.lease_s, job_id=job_id)
 
 
 def grade_job(task: Any, job_id: int) -> str:
     """The task: grade job JOB_ID if the database still says it is to be graded; returns what became of it."""
-    current = slot()
+    current = task.app.grading_slot()
     with current.sessions() as session:
-        job = take(session, job_id, current.settings, current.grader.owner)
+        job = take(session, job_id, task.app.settings, current.grader.owner)
         if job is None:
             row = session.get(Job, job_id)
             state = row.state if row is not None else "unknown"
@@ -236,11 +226,9 @@ def grade_job(task: Any, job_id: int) -> str:
 
 def run_worker(settings: ServiceSettings, queues: list[str], concurrency: int, loglevel: str = "INFO") -> int:
     """Run a Celery worker for SETTINGS on QUEUES with CONCURRENCY pool processes; returns its exit code."""
-    global _settings, _main_process
-    _settings, _main_process = settings, multiprocessing.current_process()
     app = make_app(settings)
-    worker_process_init.connect(start_slot, weak=False)
-    worker_process_shutdown.connect(stop_slot, weak=False)
+    worker_process_init.connect(app.start_slot, weak=False)
+    worker_process_shutdown.connect(app.stop_slot, weak=False)
     worker = app.Worker(  # type: ignore[attr-defined]
         hostname=f"vitgrade-{os.getpid()}@{socket.gethostname()}", pool_cls="prefork", concurrency=concurrency,
         queues=queues, loglevel=loglevel, optimization="fair", without_gossip=True, without_mingle=True, without_heartbeat=True,

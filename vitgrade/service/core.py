@@ -9,8 +9,9 @@ import json
 import secrets
 import shutil
 import tempfile
+import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -22,7 +23,7 @@ from ..report import gradebook
 from ..submission import SubmissionError, load, sha256_of
 from . import jobs
 from .auth import Caller
-from .db import Assignment, Job, Regrade, Result, Submission, now
+from .db import Assignment, Job, Regrade, Result, Submission, exclusive, now
 from .dispatch import Dispatch
 from .grading import submission_path
 from .settings import QUEUES, ServiceSettings
@@ -44,6 +45,9 @@ class Service:
     settings: ServiceSettings
     sessions: sessionmaker
     dispatch: Dispatch
+    # one upload parsed at a time: CPython 3.11 keeps the AST constructor's recursion depth per
+    # interpreter, not per thread, so two ast.parse calls at once can fail (SystemError, gh-106905)
+    parsing: threading.Lock = field(default_factory=threading.Lock)
 
     # -- assignments and quotas
     def assignment(self, session: Session, name: str | None) -> Assignment:
@@ -66,6 +70,13 @@ class Service:
         return {"limit": assignment.daily_quota, "used": used, "remaining": max(0, assignment.daily_quota - used),
                 "resets_at": resets.isoformat(), "retry_after_s": int((resets - datetime.now(UTC)).total_seconds()) + 1}  # fmt: skip
 
+    def within_quota(self, session: Session, caller: Caller, assignment: Assignment, student: str) -> None:
+        """Refuse (429) a submission past STUDENT's daily quota; an instructor has none."""
+        quota = self.quota(session, assignment, student)
+        if caller.role != "instructor" and quota["remaining"] <= 0:
+            raise Refused(429, f"{student} has used all {quota['limit']} submissions for {assignment.name} today; "
+                               f"the quota resets at {quota['resets_at']}", {"Retry-After": str(quota["retry_after_s"])})  # fmt: skip
+
     # -- submitting
     def submit(self, caller: Caller, upload: BinaryIO, filename: str, assignment: str | None, student: str | None) -> dict:
         if caller.role == "ta":
@@ -83,22 +94,22 @@ class Service:
             raise Refused(422, f"{name or 'the upload'}: expected a .ipynb, .py or .zip file")
         with self.sessions() as session:
             chosen = self.assignment(session, assignment)
-            quota = self.quota(session, chosen, student)
-            if caller.role != "instructor" and quota["remaining"] <= 0:
-                raise Refused(429, f"{student} has used all {quota['limit']} submissions for {chosen.name} today; "
-                                   f"the quota resets at {quota['resets_at']}", {"Retry-After": str(quota["retry_after_s"])})  # fmt: skip
+            self.within_quota(session, caller, chosen, student)  # before the file is read: a refused upload costs nothing more
         self.settings.files.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.settings.files) as scratch:
             path = Path(scratch) / name
             with path.open("wb") as fh:
                 shutil.copyfileobj(upload, fh, 1 << 20)
             try:
-                load(path)  # trusted parsing only: a submission that cannot be graded is refused now, with the reason
+                with self.parsing:
+                    load(path)  # trusted parsing only: a submission that cannot be graded is refused now, with the reason
             except SubmissionError as exc:
                 raise Refused(422, str(exc)) from None
             sha = sha256_of(path)
             size = path.stat().st_size
             with self.sessions() as session:
+                exclusive(session, f"quota\0{chosen.name}\0{student}")  # the count and the insert: concurrent uploads pass one by one
+                self.within_quota(session, caller, chosen, student)
                 row = Submission(id=uuid.uuid4().hex, assignment=chosen.name, student=student, filename=name, sha256=sha,
                                  size=size, seed=secrets.randbelow(2**31), created_at=now())  # fmt: skip
                 target = submission_path(self.settings, row)
@@ -129,7 +140,7 @@ class Service:
                       "attempts": job.attempt if job else 0, "position": None, "eta_s": None, "error": None, "report": None}  # fmt: skip
         if job is not None and job.state == "queued":
             view["position"] = jobs.position(session, job)
-            view["eta_s"] = round((view["position"] // self.settings.pool_size() + 1) * jobs.mean_duration(session), 1)
+            view["eta_s"] = jobs.eta_s(session, view["position"])
         if job is not None and job.state == "failed":
             view["error"] = job.error
         if result is not None:

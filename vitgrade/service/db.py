@@ -4,6 +4,7 @@ machine, PostgreSQL when the service scales out; the schema is made by Alembic's
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,15 +19,39 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 JOB_STATES = ("queued", "running", "done", "failed")  # failed: an infrastructure failure after every attempt
 
 
 def now() -> datetime:
+    """This host's clock."""
     return datetime.now(UTC)
+
+
+def db_now(session: Session) -> datetime:
+    """The database's clock, for leases and queue times: a lease set on one host is compared on
+    another, so every host reads the one clock. SQLite is on this machine: its clock is this host's."""
+    if session.get_bind().dialect.name == "postgresql":
+        return session.scalar(text("SELECT clock_timestamp()")).astimezone(UTC)
+    return now()
+
+
+def exclusive(session: Session, key: str) -> None:
+    """Serialize, until SESSION's transaction ends, the transactions that ask for KEY, so that what
+    one reads and then writes (a quota's count, then a submission) cannot interleave with another's.
+    PostgreSQL: a transaction-scoped advisory lock on KEY's hash. SQLite: the database's write lock,
+    taken at BEGIN IMMEDIATE (the driver would begin only at the first write, after the read), so
+    this must come before the transaction's first write."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        lock = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+        connection.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": lock})
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -94,6 +119,7 @@ class Job(Base):
     regrade_id: Mapped[int | None] = mapped_column(ForeignKey("regrades.id"), index=True)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=now)
+    queued_at: Mapped[datetime] = mapped_column(UtcDateTime())  # when it was last queued (enqueued, released, given back), by the database's clock
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
@@ -152,15 +178,15 @@ def connect(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def migrate(url: str) -> None:
-    """Bring the schema at URL to the newest migration."""
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the schema at URL to REVISION (the newest migration; a test names an older one)."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 def sessions(engine: Engine) -> sessionmaker:

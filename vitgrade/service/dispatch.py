@@ -111,16 +111,16 @@ class CeleryDispatch:
                 log.warning("job %d stays queued until the broker takes it (the sweep sends it again): %r", job_id, exc)
 
     def sweep(self) -> None:
-        """Send again each job queued for a lease or longer whose message the broker is not known to hold."""
+        """Send again each job queued (enqueued, or queued again) a lease ago or more whose message
+        the broker is not known to hold."""
         from sqlalchemy import select
 
-        from .db import now
+        from .db import db_now
 
-        cutoff = now() - timedelta(seconds=self.settings.lease_s)
         with self.sessions() as session:
-            rows = session.execute(select(Job.id, Job.queue, Job.started_at).where(Job.state == "queued", Job.created_at < cutoff)
-                                   .order_by(Job.id).limit(self.SWEEP_LIMIT)).all()  # fmt: skip
-        stale = [(job_id, name) for job_id, name, started in rows if started is None or started < cutoff]
+            cutoff = db_now(session) - timedelta(seconds=self.settings.lease_s)
+            stale = session.execute(select(Job.id, Job.queue).where(Job.state == "queued", Job.queued_at < cutoff)
+                                    .order_by(Job.id).limit(self.SWEEP_LIMIT)).all()  # fmt: skip
         try:
             for job_id, name in stale:
                 if self.sent.mark(job_id, only_if_absent=True):

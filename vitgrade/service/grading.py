@@ -44,6 +44,11 @@ def submission_path(settings: ServiceSettings, submission: Submission) -> Path:
     return settings.files / submission.sha256 / submission.filename
 
 
+def lease_owner() -> str:
+    """This process, as a job's lease names its grader: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def webhook_body(submission: Submission, job: Job, report: dict) -> str:
     return json.dumps({
         "event": "result", "submission": submission.id, "assignment": submission.assignment,
@@ -58,7 +63,7 @@ class Grader:
 
     settings: ServiceSettings
     sessions: sessionmaker
-    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    owner: str = field(default_factory=lease_owner)
 
     def __post_init__(self) -> None:
         self.backend = isolating(self.settings.backend)  # once: every grade on this host uses the same isolation

@@ -159,6 +159,13 @@ def html(name: str, code: int = 200, headers: dict[str, str] | None = None, **co
     return HTMLResponse(TEMPLATES.get_template(name).render(**context), code, headers=headers)
 
 
+def to_login(request: Request) -> Response:
+    """Where a page sends a browser without a valid token: /login (for an htmx request, by its HX-Redirect header)."""
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"HX-Redirect": "/login"})
+    return RedirectResponse("/login", 303)
+
+
 class PageRoute(APIRoute):
     """A page's route: a refusal becomes the HTML error page with its status; no token, /login
     (for an htmx request, by its HX-Redirect header)."""
@@ -170,9 +177,7 @@ class PageRoute(APIRoute):
             try:
                 return await handler(request)
             except SignIn:
-                if request.headers.get("hx-request"):
-                    return Response(status_code=204, headers={"HX-Redirect": "/login"})
-                return RedirectResponse("/login", 303)
+                return to_login(request)
             except Refused as exc:
                 headers = {k: v for k, v in exc.headers.items() if k.lower() != "www-authenticate"}
                 return html("error.html", exc.status, headers, who=getattr(request.state, "who", None), status=exc.status,

@@ -16,7 +16,7 @@ import httpx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from .db import Assignment, Delivery, Result, Submission, now
+from .db import Assignment, Delivery, Result, Submission, db_now
 
 MAX_ATTEMPTS = 8
 CLAIM_S = 60.0  # a delivery being sent is not taken by another sender for this long
@@ -52,13 +52,15 @@ class Sender:
         self.client = httpx.Client(timeout=10.0)
 
     def send_due(self) -> int:
+        """Send the deliveries due, each claimed first (API replicas share the outbox; their times are the database's)."""
         sent = 0
         with self.sessions() as session:
-            due = session.scalars(select(Delivery.id).where(Delivery.state == "pending", Delivery.next_at <= now()).limit(20)).all()
+            due = session.scalars(select(Delivery.id).where(Delivery.state == "pending", Delivery.next_at <= db_now(session)).limit(20)).all()
             for delivery_id in due:
+                at = db_now(session)
                 claimed = session.execute(
-                    update(Delivery).where(Delivery.id == delivery_id, Delivery.state == "pending", Delivery.next_at <= now())
-                    .values(next_at=now() + timedelta(seconds=CLAIM_S), attempts=Delivery.attempts + 1)
+                    update(Delivery).where(Delivery.id == delivery_id, Delivery.state == "pending", Delivery.next_at <= at)
+                    .values(next_at=at + timedelta(seconds=CLAIM_S), attempts=Delivery.attempts + 1)
                 )  # fmt: skip
                 session.commit()
                 if claimed.rowcount == 1:  # type: ignore[attr-defined]
@@ -80,10 +82,10 @@ class Sender:
         except Exception as exc:  # a bad URL, a refused connection: this delivery's error, not the sender's
             error = f"{type(exc).__name__}: {exc}"[:300]
         if error is None:
-            delivery.state, delivery.delivered_at, delivery.last_error = "delivered", now(), None
+            delivery.state, delivery.delivered_at, delivery.last_error = "delivered", db_now(session), None
         else:
             delivery.last_error = error
             delivery.state = "dead" if delivery.attempts >= MAX_ATTEMPTS else "pending"
-            delivery.next_at = now() + backoff(delivery.attempts)
+            delivery.next_at = db_now(session) + backoff(delivery.attempts)
         session.commit()
         return error is None
