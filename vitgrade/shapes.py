@@ -206,40 +206,21 @@ def _reduction(name: str, overload: str, args: list[Any], kwargs: dict[str, Any]
     return _reduced(x, dim, bool(keepdim), out)
 
 
-def _mm(a: list[int], b: list[int]) -> list[int] | None:
-    return [a[0], b[1]] if len(a) == 2 and len(b) == 2 and a[1] == b[0] else None
+PRODUCTS = {"mm": 2, "addmm": 2, "bmm": 3, "baddbmm": 3}  # the rank of their two factors
 
 
-@rule("mm")
-def _mm_rule(name: str, overload: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    shape = _mm(_shape(args[0]), _shape(args[1]))
-    return None if shape is None else empty(shape, args[0].dtype)
-
-
-@rule("addmm")
-def _addmm(name: str, overload: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    shape = _mm(_shape(args[1]), _shape(args[2]))
-    if shape is None or broadcast(_shape(args[0]), shape) != shape:
+@rule(*PRODUCTS)
+def _product(name: str, overload: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Matrix products, batched or not; addmm and baddbmm add their first argument to the product."""
+    added = name in ("addmm", "baddbmm")
+    a, b = (args[1], args[2]) if added else (args[0], args[1])
+    rank = PRODUCTS[name]
+    if a.dim() != rank or b.dim() != rank or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]:
         return None
-    return empty(shape, args[1].dtype)
-
-
-def _bmm(a: list[int], b: list[int]) -> list[int] | None:
-    return [a[0], a[1], b[2]] if len(a) == 3 and len(b) == 3 and a[0] == b[0] and a[2] == b[1] else None
-
-
-@rule("bmm")
-def _bmm_rule(name: str, overload: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    shape = _bmm(_shape(args[0]), _shape(args[1]))
-    return None if shape is None else empty(shape, args[0].dtype)
-
-
-@rule("baddbmm")
-def _baddbmm(name: str, overload: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    shape = _bmm(_shape(args[1]), _shape(args[2]))
-    if shape is None or broadcast(_shape(args[0]), shape) != shape:
+    shape = [*a.shape[:-1], b.shape[-1]]
+    if added and broadcast(_shape(args[0]), shape) != shape:
         return None
-    return empty(shape, args[1].dtype)
+    return empty(shape, a.dtype)
 
 
 def matmul_shape(a: list[int], b: list[int]) -> list[int] | None:
