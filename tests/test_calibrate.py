@@ -118,3 +118,20 @@ def test_a_calibration_grows_over_sittings(tmp_path) -> None:
     assert grown["first_seed"] == 1000 and grown["loss_band"] == recorded["loss_band"]
     assert grown["full_credit"]["fail_rate_upper_95"] == pytest.approx(1 - 0.05 ** (1 / 3), abs=1e-6)
     assert "accuracies" not in json.loads(done.stdout)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("{", "Invalid JSON"), ('{"seeds": 3}', "accuracies: Field required"), ('{"accuracies": [97.5]}', "accuracies.0")],
+)
+def test_growing_a_file_that_is_no_calibration_names_it(tmp_path, text: str, says: str) -> None:
+    """An instructor who points --add-to at the wrong file gets one line naming it and the problem,
+    before any training starts, and the file is left as it was."""
+    from tests.conftest import vitgrade
+
+    path = tmp_path / "results.json"
+    path.write_text(text)
+    done = vitgrade("calibrate", "--add-to", str(path), "--seeds", "1", "--jobs", "1")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{path} is not a calibration file to grow" in done.stderr and says in done.stderr
+    assert path.read_text() == text

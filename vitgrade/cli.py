@@ -212,8 +212,11 @@ def doctor() -> None:
 def calibrate(suite: str, seeds: int, first_seed: int, jobs: int, out: Path | None, add_to: Path | None) -> None:
     """Train the reference on many seeds with the training check's settings; print its accuracy
     distribution and the estimated false-fail rate of each threshold."""
+    from pydantic import ValidationError
+
+    from .protocol import first_error
+    from .runner.calibrate import Recorded, extended
     from .runner.calibrate import calibrate as run
-    from .runner.calibrate import extended
     from .runner.suite import SuiteError, resolve
 
     try:
@@ -222,9 +225,12 @@ def calibrate(suite: str, seeds: int, first_seed: int, jobs: int, out: Path | No
         fail(str(exc))
     if chosen.reference is None or "train" not in chosen.config:
         fail(f"the {suite} suite has no reference or no [train] settings to calibrate")
-    recorded = json.loads(add_to.read_text()) if add_to else None
+    try:
+        recorded = Recorded.model_validate_json(add_to.read_bytes()) if add_to else None
+    except ValidationError as exc:
+        fail(f"{add_to} is not a calibration file to grow: {first_error(exc)}")
     if recorded is not None:
-        first_seed = recorded.get("first_seed", 1000) + len(recorded["accuracies"])
+        first_seed = recorded.first_seed + len(recorded.accuracies)
     elif seeds < 20:
         fail("calibrate needs at least 20 seeds")
     result = run(chosen.reference, chosen.config["train"], list(range(first_seed, first_seed + seeds)), jobs)

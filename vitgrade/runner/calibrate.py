@@ -13,9 +13,10 @@ import statistics
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..training import predict, train
 from .figures import thin
@@ -102,13 +103,21 @@ def held_out_accuracy(model: torch.nn.Module, settings: dict[str, Any], seed: in
     return training_check(model, settings, seed)[0]
 
 
-def extended(recorded: dict[str, Any], more: Calibration) -> dict[str, Any]:
+class Recorded(BaseModel):
+    """What growing a calibration file needs from it; the summary fields are recomputed, not read."""
+
+    model_config = ConfigDict(extra="ignore")
+    first_seed: int = 1000
+    accuracies: list[Annotated[float, Field(ge=0, le=1)]] = Field(min_length=1)
+    loss_band: dict[str, Any] | None = None
+
+
+def extended(recorded: Recorded, more: Calibration) -> dict[str, Any]:
     """A calibration file grown by runs on the seeds that follow the ones it holds: the summary over
     all of its accuracies, its loss band kept. Proving a small fail rate takes thousands of runs
     (binomial_upper), so a calibration grows over several sittings."""
-    grown = Calibration(list(recorded["accuracies"]) + more.accuracies, more.thresholds)
-    return {**grown.summary(), "first_seed": recorded.get("first_seed", 1000), "loss_band": recorded.get("loss_band"),
-            "accuracies": grown.accuracies}  # fmt: skip
+    grown = Calibration(recorded.accuracies + more.accuracies, more.thresholds)
+    return {**grown.summary(), "first_seed": recorded.first_seed, "loss_band": recorded.loss_band, "accuracies": grown.accuracies}
 
 
 def calibrate(reference: Path, settings: dict[str, Any], seeds: list[int], jobs: int) -> Calibration:
