@@ -329,7 +329,7 @@ class RemoteModule:
     def fit(self, images: torch.Tensor, labels: torch.Tensor, **options: Any) -> torch.Tensor:
         """Train here, with the grader's loop, on the programs of this module; returns the loss per step.
         Code that cannot be captured (and may run unverified) is trained by the worker, on these weights."""
-        self.training = True
+        self.training = False  # the mode the grader's loop trains in (vitgrade.training.train)
         if self.program((images[: int(options["batch_size"])],), {}) is None:
             self.sync()
             reply = self.student._ask("train", self.handle, f"training your {self.cls}", args=[images, labels], kwargs=options)
