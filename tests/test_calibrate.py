@@ -75,6 +75,54 @@ def test_patterns_from_the_hidden_seed_defeat_a_detector() -> None:
     assert public > 0.95 and hidden < SETTINGS["full_credit"], (public, hidden)
 
 
+def test_the_training_run_starts_from_the_reference_s_rules() -> None:
+    """The grader trains from weights drawn per kind of layer by the laws the reference's own init
+    follows, so its calibration holds for the start, whatever the student's init: LayerNorms 1 and
+    0, Linear and Conv2d U(+-1/sqrt(fan_in)), class token and positions N(0, 0.02). The draw depends
+    on the seed and the names only; a raw matrix (its fan-in unknown) keeps the student's values."""
+    import torch
+
+    from vitgrade.training import reference_initialization
+
+    def start(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+        params = [name for name, _ in model.named_parameters()]
+        modules = {name: f"{type(m).__module__}.{type(m).__name__}" for name, m in model.named_modules()}
+        return reference_initialization(model.state_dict(), params, modules, seed)
+
+    def follows_the_reference_s_laws(state: dict[str, torch.Tensor]) -> None:
+        for name, value in state.items():
+            owner = name.rsplit(".", 1)[0]
+            if owner.endswith(("norm", "norm1", "norm2")):
+                assert torch.equal(value, torch.full_like(value, 1.0 if name.endswith("weight") else 0.0)), name
+                continue
+            if value.dim() == 3:
+                bound, std = math.inf, 0.02
+            else:
+                bound = 1 / math.sqrt(state[f"{owner}.weight"][0].numel())
+                std = bound / math.sqrt(3)
+            assert value.abs().max() <= bound, name
+            if value.numel() >= 500:
+                assert value.std().item() == pytest.approx(std, rel=0.15), name
+
+    reference = build(None, SETTINGS, 0)
+    zeroed = build(None, SETTINGS, 1)
+    with torch.no_grad():
+        for p in zeroed.parameters():
+            p.zero_()
+    follows_the_reference_s_laws(reference.state_dict())
+    drawn = start(reference, 5)
+    follows_the_reference_s_laws(drawn)
+    assert all(torch.equal(value, start(zeroed, 5)[name]) for name, value in drawn.items())
+    assert not torch.equal(drawn["head.weight"], start(reference, 6)["head.weight"])
+
+    raw = torch.nn.Module()
+    raw.w = torch.nn.Parameter(torch.ones(3, 5))
+    raw.fc = torch.nn.Linear(5, 3)
+    raw.fc.weight.data.zero_()
+    kept = start(raw, 5)
+    assert torch.equal(kept["w"], torch.ones(3, 5)) and kept["fc.weight"].abs().min() > 0
+
+
 def test_the_grader_s_adamw_is_torch_s() -> None:
     """The loop's own AdamW (torch's imports torch._dynamo) takes torch's steps exactly, so the
     calibration measured with torch's optimizer holds for it. Both run here, in one process."""

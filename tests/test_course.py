@@ -44,6 +44,7 @@ MAY_LOSE = {
     "mean_pooling": {"vit", "train", "policy"},
 }
 # What the course did not ask for: no message of a course grade may ask for it.
+TRUNC_NORMAL = "nn.init.trunc_normal_(m.weight, std=0.02)"  # the styles notebook's Linear init
 NOT_ASKED = re.compile(r"your (own )?scaled_dot_product_attention|\bmask", re.I)
 
 
@@ -56,6 +57,8 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     styles = write_notebook(STYLES.read_text(), class_ / "styles.ipynb", colab=True, marker=str(folder / "TRAINING_RAN"))
     write_course_zip(write_notebook(SEPARATE.read_text(), folder / "sep.ipynb"), class_ / "separate.zip")
     (class_ / "edition-reference.py").write_text(REFERENCE.read_text())
+    assert TRUNC_NORMAL in STYLES.read_text()
+    write_notebook(STYLES.read_text().replace(TRUNC_NORMAL, "nn.init.zeros_(m.weight)"), class_ / "zero-init.ipynb")
     for bug in BUGS:
         write_notebook(bug.source(), class_ / f"{bug.name}.ipynb")
     done = vitgrade("batch", str(class_), "--out", str(folder / "out"), "--jobs", str(JOBS), *COURSE)
@@ -66,8 +69,11 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     return reports
 
 
-@pytest.mark.parametrize("style", ["styles", "separate", "edition-reference"])
+@pytest.mark.parametrize("style", ["styles", "separate", "edition-reference", "zero-init"])
 def test_a_correct_course_notebook_gets_full_marks(graded: dict[str, dict], style: str) -> None:
+    """zero-init sets every Linear weight to zero: trained from there it stays at chance (50.0% on
+    every seed tried), but the grader trains from the reference's initialisation, since the
+    training check judges the architecture, not the student's init."""
     report = graded[style]
     assert report["status"] == "ok", report["error"]
     assert report["suite"]["contract"] == "course"

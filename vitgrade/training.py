@@ -4,6 +4,7 @@ so all train exactly the same way."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -80,3 +81,29 @@ def predict(model: Any, images: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Class predictions only: the labels stay on the trusted side."""
     model.eval()
     return torch.cat([model(images[i : i + batch_size]).argmax(-1) for i in range(0, images.shape[0], batch_size)])
+
+
+def reference_initialization(
+    state: dict[str, torch.Tensor], params: list[str], modules: dict[str, str], seed: int
+) -> dict[str, torch.Tensor]:
+    """STATE with its parameters drawn afresh, each by the law the reference's layer of its kind uses.
+
+    The training check is calibrated on the reference, whose accuracy depends on where it starts;
+    a student's own init (a zero class token, trunc_normal(0.02) weights) is not graded, and with
+    it a correct ViT got stuck at chance on some seeds. Drawn from the grade's seed, so the start
+    cannot be predicted: LayerNorms start at 1 and 0, Linear and Conv2d weights and biases
+    U(+-1/sqrt(fan_in)) as torch's defaults, class tokens and positions (1, T, D) N(0, 0.02).
+    Anything else (a raw weight matrix, whose fan-in its shape does not tell) keeps the student's."""
+    generator = torch.Generator().manual_seed(seed)
+    fresh = dict(state)
+    for name in sorted(params):
+        owner, _, leaf = name.rpartition(".")
+        kind, value = modules.get(owner, "").rsplit(".", 1)[-1], state[name]
+        if kind == "LayerNorm" and value.dim() == 1:
+            fresh[name] = torch.full_like(value, 0.0 if leaf in {"bias", "beta", "shift"} else 1.0)
+        elif kind in {"Linear", "Conv2d"}:
+            bound = 1 / math.sqrt(max(1, state.get(f"{owner}.weight", value)[0].numel()))
+            fresh[name] = torch.empty_like(value).uniform_(-bound, bound, generator=generator)
+        elif value.dim() == 3 and value.shape[0] == 1:
+            fresh[name] = torch.empty_like(value).normal_(0.0, 0.02, generator=generator)
+    return fresh

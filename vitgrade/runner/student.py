@@ -19,7 +19,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from ..program import Program, ProgramError, pair_outputs
-from ..training import predict, train
+from ..training import predict, reference_initialization, train
 from .budget import Budget
 from .judge import GradingFailure
 from .judging import Judging
@@ -327,8 +327,11 @@ class RemoteModule:
         self.state = {k: state[k].detach().to(current[k].dtype).clone() if k in current else state[k] for k in state}
 
     def fit(self, images: torch.Tensor, labels: torch.Tensor, **options: Any) -> torch.Tensor:
-        """Train here, with the grader's loop, on the programs of this module; returns the loss per step.
+        """Train here, with the grader's loop, on the programs of this module, from weights drawn by the
+        reference's laws (vitgrade.training.reference_initialization); returns the loss per step.
         Code that cannot be captured (and may run unverified) is trained by the worker, on these weights."""
+        info = self.info()
+        self.load_state_dict(reference_initialization(self._state(), [p.name for p in info.params], info.modules, int(options["seed"])))
         self.training = False  # the mode the grader's loop trains in (vitgrade.training.train)
         if self.program((images[: int(options["batch_size"])],), {}) is None:
             self.sync()
