@@ -59,15 +59,18 @@ def test_batch_grades_every_submission(klass) -> None:
 
 
 def test_batch_report_equals_single_grade(klass, tmp_path: Path) -> None:
-    """Every batch report is exactly what `vitgrade grade` gives for that submission and seed."""
+    """A batch report is exactly what `vitgrade grade` gives for that submission and seed: checked on
+    every kind the class holds (correct, buggy, hostile, malformed), not all 31 (two minutes of CI)."""
     subs, _, reports = klass
+    sample = {s: r for s, r in reports.items() if s in {"ok00", "ok01", "bug00", "bug01", "bad01", "bad06"} or s.startswith("evil")}
     jobs = {
         student: (next(subs.glob(f"{student}.*")), ("--suite", "public", "--seed", str(r["seed"]), "--student", student))
-        for student, r in reports.items()
+        for student, r in sample.items()
     }
     singles = grade_all(jobs, tmp_path / "singles")
 
-    for student, report in reports.items():
+    assert len(singles) == len(sample) == 12
+    for student, report in sample.items():
         assert without_timings(singles[student]) == without_timings(report), student
 
 
