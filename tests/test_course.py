@@ -43,8 +43,8 @@ MAY_LOSE = {
     "class_token_in_patch_embedding": {"patch"},
     "mean_pooling": {"vit", "train", "policy"},
 }
-# What the course did not ask for: no message of a course grade may ask for it.
 TRUNC_NORMAL = "nn.init.trunc_normal_(m.weight, std=0.02)"  # the styles notebook's Linear init
+# What the course did not ask for: no message of a course grade may ask for it.
 NOT_ASKED = re.compile(r"your (own )?scaled_dot_product_attention|\bmask", re.I)
 
 

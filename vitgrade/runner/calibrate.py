@@ -3,9 +3,9 @@
 It runs what the hidden suite's training case runs (vitgrade.training on the synthetic task, with
 the suite's [train] settings), on many seeds, in parallel processes, and estimates how often the
 reference itself would fall below each threshold. The reference starts from its own init, which
-follows the laws the case draws a student's start by (reference_initialization; the test of the
-training run checks they agree), so recorded runs stay reproducible from their seeds. The range of its loss curves is
-the band the feedback page draws a student's curve against (`loss_band`).
+follows the laws the case draws a student's start by (reference_initialization; the tests check
+they agree), so recorded runs stay reproducible from their seeds. The range of its loss curves
+is the band the feedback page draws a student's curve against (`loss_band`).
 """
 
 from __future__ import annotations
