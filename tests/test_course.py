@@ -54,11 +54,12 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     folder = tmp_path_factory.mktemp("course")
     class_ = folder / "class"
     class_.mkdir()
-    styles = write_notebook(STYLES.read_text(), class_ / "styles.ipynb", colab=True, marker=str(folder / "TRAINING_RAN"))
+    source = STYLES.read_text()
+    styles = write_notebook(source, class_ / "styles.ipynb", colab=True, marker=str(folder / "TRAINING_RAN"))
     write_course_zip(write_notebook(SEPARATE.read_text(), folder / "sep.ipynb"), class_ / "separate.zip")
     (class_ / "edition-reference.py").write_text(REFERENCE.read_text())
-    assert TRUNC_NORMAL in STYLES.read_text()
-    write_notebook(STYLES.read_text().replace(TRUNC_NORMAL, "nn.init.zeros_(m.weight)"), class_ / "zero-init.ipynb")
+    assert TRUNC_NORMAL in source
+    write_notebook(source.replace(TRUNC_NORMAL, "nn.init.zeros_(m.weight)"), class_ / "zero-init.ipynb")
     for bug in BUGS:
         write_notebook(bug.source(), class_ / f"{bug.name}.ipynb")
     done = vitgrade("batch", str(class_), "--out", str(folder / "out"), "--jobs", str(JOBS), *COURSE)
