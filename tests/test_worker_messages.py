@@ -67,3 +67,19 @@ def test_a_parameter_name_with_a_lone_surrogate_is_reported_not_fatal(tmp_path: 
     assert named and all(
         t["status"] == "error" and "is not a usable name (printable parts joined by dots)" in t["output"] for t in named
     )
+
+
+def test_the_worker_captures_without_the_packages_a_cpu_capture_never_uses(tmp_path: Path) -> None:
+    """triton and redis, which torch.export imports on torch's CUDA build, stay out of the worker (the
+    largest process of a grade, ~80 MiB smaller without them), and torch's warning that triton is
+    missing does not reach the student's output. The student's code runs after the worker's first capture."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        REFERENCE.read_text() + "\nimport sys\n\n\nclass Probe:  # a class body runs when the worker loads the code\n"
+        '    print("LOADED", sorted({m.split(".")[0] for m, v in sys.modules.items() if v} & {"triton", "redis"}))\n'
+    )
+    report = grade(probe, tmp_path / "report.json")
+    printed = report["student_output"]["text"]
+    assert "LOADED []" in printed, printed
+    assert "triton not found" not in printed, printed
+    assert report["score"] == report["max_score"], report["score"]
