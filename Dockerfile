@@ -10,7 +10,7 @@ FROM ${BASE_IMAGE}
 # Pinned by constraints.txt; on an offline base image that already holds them, pip installs nothing.
 COPY constraints.txt /src/
 RUN python -m pip install --no-cache-dir -c /src/constraints.txt torch torchvision einops \
-        "pydantic>=2.6" "click>=8.1" "safetensors>=0.4" "nbformat>=5.9" "rich>=13" "pytest>=8" \
+        "pydantic>=2.6" "click>=8.1" "safetensors>=0.4" "nbformat>=5.9" "rich>=13" "pytest>=8.4" \
         "pyyaml>=6" "matplotlib>=3.7" "docker>=7" "setuptools>=68"
 
 # The engine and the public suite only (see .dockerignore): never reference/ or test_cases/hidden/.

@@ -105,6 +105,26 @@ def test_check_prints_a_table_with_the_total(examples: Path, tmp_path: Path) -> 
     assert json.loads((tmp_path / "r.json").read_text())["suite"]["name"] == "public"
 
 
+def test_pytest_plugins_installed_beside_the_grader_take_no_part(
+    examples: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grade is the suite's cases and vitgrade's plugin only: a pytest plugin that happens to be
+    installed (one that reorders, reseeds or drops tests) neither loads nor changes the score."""
+    site = tmp_path / "site"
+    (site / "intruder-1.0.dist-info").mkdir(parents=True)
+    (site / "intruder-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: intruder\nVersion: 1.0\n")
+    (site / "intruder-1.0.dist-info" / "entry_points.txt").write_text("[pytest11]\nintruder = intruder\n")
+    (site / "intruder.py").write_text(
+        f"open({str(tmp_path / 'loaded')!r}, 'w').close()\n\n\n"
+        "def pytest_collection_modifyitems(items):\n    items[:] = []\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    done = vitgrade("check", str(examples / "solved.ipynb"))
+    assert done.returncode == 0, done.stderr
+    assert "Total: 18 / 18" in done.stdout, done.stdout
+    assert not (tmp_path / "loaded").exists()
+
+
 def test_exit_codes(tmp_path: Path) -> None:
     bad = tmp_path / "broken.ipynb"
     bad.write_text("{nope")

@@ -225,9 +225,11 @@ class VitgradePlugin:
 
 
 def pytest_args(suite: Suite, ini: Path) -> list[str]:
-    """Quiet, cache-free, plain-assert pytest over the suite's folders."""
+    """Quiet, cache-free, plain-assert pytest over the suite's folders, with vitgrade's plugin only:
+    a pytest plugin installed beside the grader (one that reorders, reseeds or drops tests) takes no part."""
     return [
         *map(str, suite.dirs),
+        "--disable-plugin-autoload",
         "-c",
         str(ini),
         "--rootdir",
