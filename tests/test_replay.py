@@ -24,11 +24,13 @@ def test_a_size_never_asked_before(student, rng):
 
 
 def suite_copy(folder: Path, changed: bool) -> Path:
-    """The hidden suite in a folder of its own; `changed`: a stricter training threshold and one new case."""
+    """The hidden suite in a folder of its own; `changed`: a stricter training threshold and one new case.
+    The changed suite trains once, as the recorded grade did: a second run would need new answers."""
     shutil.copytree(ROOT / "test_cases" / "hidden", folder, ignore=shutil.ignore_patterns("__pycache__"))
     toml = (folder / "suite.toml").read_text().replace('"../../reference/vit.py"', json.dumps(str(REFERENCE)))
     if changed:
         toml = re.sub(r"^full_credit = .*$", "full_credit = 0.999", toml, flags=re.M)
+        toml = re.sub(r"^attempts = .*$", "attempts = 1", toml, flags=re.M)
         mhsa = folder / "test_mhsa_hidden.py"
         mhsa.write_text(mhsa.read_text() + NEW_CASE)
     (folder / "suite.toml").write_text(toml)

@@ -211,7 +211,8 @@ def doctor() -> None:
               help="a calibration JSON to grow: run the seeds after the ones it holds and rewrite it over all runs")  # fmt: skip
 def calibrate(suite: str, seeds: int, first_seed: int, jobs: int, out: Path | None, add_to: Path | None) -> None:
     """Train the reference on many seeds with the training check's settings; print its accuracy
-    distribution and the estimated false-fail rate of each threshold."""
+    distribution and the estimated false-fail rate of each threshold, for one run and for a grade
+    (which repeats a run below full credit on fresh seeds, up to [train] attempts runs)."""
     from pydantic import ValidationError
 
     from .protocol import first_error

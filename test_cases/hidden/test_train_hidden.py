@@ -9,40 +9,62 @@ from pathlib import Path
 
 import torch
 
-from vitgrade.runner.api import case, expect, training_check_data
+from vitgrade.runner.api import case, expect, inform, training_check_data, training_seeds
 
-RUNS: dict[tuple[int, int], float] = {}
+RUNS: dict[tuple[int, int], list[float]] = {}
 BAND = json.loads((Path(__file__).parent / "calibration.json").read_text()).get("loss_band")  # the reference's runs
 
 
-def accuracy(student, seed, suite_config, figures):
-    """Train once per run and worker; both credit tiers read the same result."""
+def accuracies(student, seed, suite_config, figures):
+    """Held-out accuracy of each training run, once per grade and worker (both credit tiers read them):
+    the first on the grade's hidden seed, then, while below full credit, up to [train] attempts runs
+    on fresh hidden seeds. The best counts: a correct ViT that converges slowly on one draw is not
+    failed for it (README, "Calibration of the training check")."""
     key = (id(student.session), seed)
     if key not in RUNS:
         s = suite_config["train"]
-        images, labels, held_out, truth = training_check_data(s, seed)
-        model = student.build("VisionTransformer", *s["model"], seed=seed)
-        losses = model.fit(images, labels, steps=int(s["steps"]), batch_size=int(s["batch_size"]), lr=float(s["lr"]),
-                           weight_decay=float(s["weight_decay"]), seed=seed)
+        runs, curves = [], []
+        for run_seed in training_seeds(seed, int(s["attempts"])):
+            images, labels, held_out, truth = training_check_data(s, run_seed)
+            model = student.build("VisionTransformer", *s["model"], seed=run_seed)
+            curves.append(model.fit(images, labels, steps=int(s["steps"]), batch_size=int(s["batch_size"]), lr=float(s["lr"]),
+                                    weight_decay=float(s["weight_decay"]), seed=run_seed))
+            predictions = model.predict(held_out)
+            expect(isinstance(predictions, torch.Tensor) and predictions.shape == truth.shape, "the model's predictions have the wrong shape")
+            runs.append(float((predictions == truth).float().mean()))
+            if runs[-1] >= float(s["full_credit"]):
+                break
+        RUNS[key] = runs
         if BAND:
-            figures.training(torch.as_tensor(losses), BAND, f"training loss over the grader's {s['steps']} steps: your ViT "
+            best = curves[runs.index(max(runs))]
+            figures.training(torch.as_tensor(best), BAND, f"training loss over the grader's {s['steps']} steps: your ViT "
                              f"(line) and the range of {BAND['runs']} runs of the reference (band)")
-        predictions = model.predict(held_out)
-        expect(isinstance(predictions, torch.Tensor) and predictions.shape == truth.shape, "the model's predictions have the wrong shape")
-        RUNS[key] = float((predictions == truth).float().mean())
     return RUNS[key]
 
 
-@case(unit="train", points={"edition": 2, "course": 3}, visibility="after_due_date", timeout=60, requires=("vit",))
+def each(runs):
+    """'79.5% on the first, 97.1% on the second'."""
+    return ", ".join(f"{a:.1%} on the {('first', 'second', 'third', 'fourth', 'fifth')[i]}" for i, a in enumerate(runs))
+
+
+def judged(runs, need, hint=""):
+    """The verdict on the best run against NEED; every run is named where there was more than one."""
+    if len(runs) == 1:
+        expect(runs[0] >= need, f"held-out accuracy {runs[0]:.1%} after training is below {need:.0%}{hint}")
+        return
+    expect(max(runs) >= need, f"held-out accuracy after training is below {need:.0%} on each of {len(runs)} runs, "
+                              f"each on its own hidden seed ({each(runs)}){hint}")
+    inform(f"held-out accuracy {max(runs):.1%}: the best of {len(runs)} runs, each on its own hidden seed ({each(runs)})")
+
+
+@case(unit="train", points={"edition": 2, "course": 3}, visibility="after_due_date", timeout=90, requires=("vit",))
 def test_reaches_half_credit_accuracy(student, seed, suite_config, figures):
     """after the grader's short training run, held-out accuracy reaches the half-credit threshold"""
-    acc, need = accuracy(student, seed, suite_config, figures), float(suite_config["train"]["half_credit"])
-    expect(acc >= need, f"held-out accuracy {acc:.1%} after training is below {need:.0%} (chance is 50%): the "
-                        "task needs tokens to attend to each other by content: check attention and the class token")
+    judged(accuracies(student, seed, suite_config, figures), float(suite_config["train"]["half_credit"]),
+           " (chance is 50%): the task needs tokens to attend to each other by content: check attention and the class token")
 
 
-@case(unit="train", points={"edition": 2, "course": 3}, visibility="after_due_date", timeout=60, requires=("vit",))
+@case(unit="train", points={"edition": 2, "course": 3}, visibility="after_due_date", timeout=90, requires=("vit",))
 def test_reaches_full_credit_accuracy(student, seed, suite_config, figures):
     """after the grader's short training run, held-out accuracy reaches the full-credit threshold"""
-    acc, need = accuracy(student, seed, suite_config, figures), float(suite_config["train"]["full_credit"])
-    expect(acc >= need, f"held-out accuracy {acc:.1%} after training is below {need:.0%}")
+    judged(accuracies(student, seed, suite_config, figures), float(suite_config["train"]["full_credit"]))

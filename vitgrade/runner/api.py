@@ -34,7 +34,7 @@ from .policy import forbidden_uses
 from .probes import patch_token_causes, perturbed, shuffle_patches
 from .session import StudentError
 from .student import ModuleInfo, RemoteModule, Result, Student
-from .tasks import same_pattern_task, training_check_data
+from .tasks import same_pattern_task, training_check_data, training_seeds
 from .transplant import KnownMistake, attention_weights, mhsa_mappings, patch_mappings, reference_attention
 from .transplant import search as search_transplant
 
@@ -51,6 +51,7 @@ __all__ = [
     "vit_check",
     "same_pattern_task",
     "training_check_data",
+    "training_seeds",
     "cifar",
     "forbidden_uses",
     "mhsa_mappings",

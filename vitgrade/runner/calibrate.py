@@ -6,6 +6,10 @@ reference itself would fall below each threshold. The reference starts from its 
 follows the laws the case draws a student's start by (reference_initialization; the tests check
 they agree), so recorded runs stay reproducible from their seeds. The range of its loss curves
 is the band the feedback page draws a student's curve against (`loss_band`).
+
+A grade repeats a run that misses full credit on fresh hidden seeds ([train] attempts), so a
+correct ViT fails a threshold only when every run misses it: with independent runs, the bound on
+one run's fail rate raised to the number of runs bounds a grade's.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Calibration:
     accuracies: list[float]
     thresholds: dict[str, float]
     curves: list[list[float]] = field(default_factory=list)  # each run's loss curve, thinned alike
+    attempts: int = 1  # runs a grade makes while below full credit ([train] attempts)
 
     def summary(self) -> dict[str, Any]:
         mean, sd = statistics.mean(self.accuracies), statistics.pstdev(self.accuracies)
@@ -40,6 +45,7 @@ class Calibration:
             "stdev": round(sd, 4),
             "min": min(self.accuracies),
             "max": max(self.accuracies),
+            "attempts": self.attempts,
         }
         # The error rate (1 - accuracy) is bounded and skewed: most runs are perfect and a few
         # converge slowly, so a normal fit of the accuracy is far too optimistic. The estimate to
@@ -58,10 +64,12 @@ class Calibration:
             below = sum(a < threshold for a in self.accuracies)
             z = (mean - threshold) / max(sd, 1e-3)
             tail = p_u * math.exp(-max(0.0, (1 - threshold) - u) / beta)
+            upper = binomial_upper(below, len(self.accuracies), 0.05)
             out[name] = {
                 "threshold": threshold,
                 "observed_fails": below,
-                "fail_rate_upper_95": round(binomial_upper(below, len(self.accuracies), 0.05), 6),
+                "fail_rate_upper_95": round(upper, 6),
+                "grade_fail_rate_upper_95": float(f"{upper**self.attempts:.3g}"),  # every one of its runs missing
                 "tail_fit_fail_rate": float(tail),
                 "normal_fit_fail_rate": float(0.5 * math.erfc(z / math.sqrt(2))),
             }
@@ -118,7 +126,7 @@ def extended(recorded: Recorded, more: Calibration) -> dict[str, Any]:
     """A calibration file grown by runs on the seeds that follow the ones it holds: the summary over
     all of its accuracies, its loss band kept. Proving a small fail rate takes thousands of runs
     (binomial_upper), so a calibration grows over several sittings."""
-    grown = Calibration(recorded.accuracies + more.accuracies, more.thresholds)
+    grown = Calibration(recorded.accuracies + more.accuracies, more.thresholds, attempts=more.attempts)
     return {**grown.summary(), "first_seed": recorded.first_seed, "loss_band": recorded.loss_band, "accuracies": grown.accuracies}
 
 
@@ -126,4 +134,4 @@ def calibrate(reference: Path, settings: dict[str, Any], seeds: list[int], jobs:
     with ProcessPoolExecutor(jobs) as pool:
         runs = list(pool.map(one_run, [str(reference)] * len(seeds), [settings] * len(seeds), seeds))
     thresholds: dict[str, float] = {k: float(settings[k]) for k in ("half_credit", "full_credit") if k in settings}
-    return Calibration([accuracy for accuracy, _ in runs], thresholds, [curve for _, curve in runs])
+    return Calibration([accuracy for accuracy, _ in runs], thresholds, [curve for _, curve in runs], int(settings.get("attempts", 1)))

@@ -50,6 +50,7 @@ class TrainSection(Section):
     weight_decay: float = Field(ge=0)
     full_credit: float = Field(gt=0, le=1)
     half_credit: float = Field(gt=0, le=1)
+    attempts: int = Field(default=1, ge=1, le=5)  # runs on fresh hidden seeds while below full credit; the best counts
 
 
 class DataSection(Section):

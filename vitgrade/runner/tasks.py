@@ -17,6 +17,7 @@ tokens by content, so positions do not matter here: the vit unit checks those.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
@@ -63,3 +64,12 @@ def training_check_data(settings: dict[str, Any], seed: int) -> tuple[torch.Tens
     images, labels = same_pattern_task(int(settings["train_images"]), seed=seed)
     held_out, truth = same_pattern_task(int(settings["held_out_images"]), seed=seed + 1, markers=seed)
     return images, labels, held_out, truth
+
+
+def training_seeds(seed: int, attempts: int) -> list[int]:
+    """The seeds of up to ATTEMPTS training runs for a grade's hidden SEED: the seed itself, then
+    seeds hashed from it, so that each run draws its task, start and batches independently of the
+    others (the chance that a correct ViT misses a threshold on every run is then the calibrated
+    chance of one miss, to the power of the runs)."""
+    hashed = (hashlib.sha256(f"{seed}:training run {i}".encode()).digest() for i in range(1, attempts))
+    return [seed, *(int.from_bytes(digest[:6], "big") for digest in hashed)]
