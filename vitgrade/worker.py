@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 from pydantic import ValidationError
 
+from .pages import release_cuda_pages
 from .program import capture, pair_outputs, warm_up
 from .protocol import (
     FORBIDDEN_APIS,
@@ -469,6 +470,7 @@ def main() -> None:
     os.dup2(devnull, 0)
     os.dup2(2, 1)  # student prints go to the captured stream, never into the channel
     sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    release_cuda_pages()
     warm_up()
     header, _ = FrameReader(chan_in).read()
     torch.set_num_threads(int(header.get("threads", 1)))

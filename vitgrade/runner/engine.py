@@ -120,8 +120,10 @@ class Engine:
             # Only now torch, pytest and the suite's helpers: these imports overlap the worker's own.
             import torch
 
+            from ..pages import release_cuda_pages
             from .plugin import run_suite
 
+            release_cuda_pages()
             torch.set_num_threads(options.threads)
             results, collect_errors = run_suite(session, suite, seed, extracted, scratch, self.budget, judging)
         finally:

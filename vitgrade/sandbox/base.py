@@ -1,7 +1,7 @@
 """What every sandbox backend provides: start a worker process, capture its output, kill it whole.
 
 A backend starts `python -I -S -B` with only the staged worker runtime (vitgrade/__init__,
-protocol, program, training, worker) and the interpreter's site-packages on sys.path, so the worker can import
+pages, protocol, program, training, worker) and the interpreter's site-packages on sys.path, so the worker can import
 torch but never the course checkout (reference/, test_cases/). The channel is the worker's
 stdin/stdout; the student's prints arrive on stderr, captured with a size cap.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 from .cgroups import Cgroup
 
-WORKER_FILES = ("__init__.py", "protocol.py", "program.py", "shapes.py", "training.py", "worker.py")
+WORKER_FILES = ("__init__.py", "pages.py", "protocol.py", "program.py", "shapes.py", "training.py", "worker.py")
 BOOT = "import sys; sys.path[:0] = sys.argv[1:]; import vitgrade.worker as w; w.main()"
 OUTPUT_CAP = 64 << 10
 
