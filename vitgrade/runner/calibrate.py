@@ -134,4 +134,4 @@ def calibrate(reference: Path, settings: dict[str, Any], seeds: list[int], jobs:
     with ProcessPoolExecutor(jobs) as pool:
         runs = list(pool.map(one_run, [str(reference)] * len(seeds), [settings] * len(seeds), seeds))
     thresholds: dict[str, float] = {k: float(settings[k]) for k in ("half_credit", "full_credit") if k in settings}
-    return Calibration([accuracy for accuracy, _ in runs], thresholds, [curve for _, curve in runs], int(settings.get("attempts", 1)))
+    return Calibration([accuracy for accuracy, _ in runs], thresholds, [curve for _, curve in runs], int(settings["attempts"]))
